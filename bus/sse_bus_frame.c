@@ -1,0 +1,263 @@
+/*
+ * sse_bus_frame.c - SSE framing, validation, ids and channel filters.
+ *
+ * The frame stored in a record is exactly what goes on the wire:
+ *
+ *     id: <id>\n
+ *     event: <type>\n          (only if a type was given)
+ *     data: <line>\n           (one per line of data; "data:\n" if empty)
+ *     \n
+ *
+ * Data is split on CR, LF and CRLF (the three line ends the SSE parser
+ * accepts), so no byte of data can end a field early or start a new one:
+ * framing is injection-proof by construction. Channel, type and id cannot
+ * be split, so CR, LF and NUL are refused there (and, for channels, every
+ * other control character, since channel names end up in URLs and logs).
+ *
+ * Bus-assigned ids are "<epoch as 8 hex digits>:<sequence>". Publisher ids
+ * of that shape are refused so that the two kinds can never be confused.
+ */
+#include <string.h>
+
+#include "sse_bus_format.h"
+
+uint32_t sse_bus_channel_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    while (n--) {
+        h ^= (unsigned char)*s++;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static int has_line_break(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+            return 1;
+    return 0;
+}
+
+static int channel_ok(const char *s, size_t n)
+{
+    if (!s || n == 0 || n > SSE_BUS_CHANNEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+size_t sse_bus_format_id(uint32_t epoch, uint64_t seq, char *buf)
+{
+    static const char hex[] = "0123456789abcdef";
+    char digits[20];
+    size_t n = 0, len;
+    for (int i = 0; i < 8; i++)
+        buf[i] = hex[(epoch >> (28 - 4 * i)) & 0xf];
+    buf[8] = ':';
+    do {
+        digits[n++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    len = 9;
+    while (n)
+        buf[len++] = digits[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+int sse_bus_parse_id(const char *s, size_t len, uint32_t *epoch, uint64_t *seq)
+{
+    uint32_t e = 0;
+    uint64_t q = 0;
+    size_t i;
+    if (!s || len < 10 || len > SSE_BUS_NATIVE_ID_MAX || s[8] != ':')
+        return SSE_BUS_EID;
+    for (i = 0; i < 8; i++) {
+        char c = s[i];
+        unsigned v;
+        if (c >= '0' && c <= '9') v = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v = (unsigned)(c - 'A' + 10);
+        else return SSE_BUS_EID;
+        e = e << 4 | v;
+    }
+    for (i = 9; i < len; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (d > 9 || q > (UINT64_MAX - d) / 10)
+            return SSE_BUS_EID;
+        q = q * 10 + d;
+    }
+    *epoch = e;
+    *seq = q;
+    return SSE_BUS_OK;
+}
+
+/* Bytes of the "data:" lines for data (see the file comment). */
+static size_t data_lines_len(const char *d, size_t n)
+{
+    size_t total = 0, start = 0, i = 0;
+    for (;;) {
+        if (i == n || d[i] == '\r' || d[i] == '\n') {
+            size_t line = i - start;
+            total += 5 + (line ? 1 + line : 0) + 1;
+            if (i == n)
+                return total;
+            if (d[i] == '\r' && i + 1 < n && d[i + 1] == '\n')
+                i++;
+            start = ++i;
+            continue;
+        }
+        i++;
+    }
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *write_data_lines(char *p, const char *d, size_t n)
+{
+    size_t start = 0, i = 0;
+    for (;;) {
+        if (i == n || d[i] == '\r' || d[i] == '\n') {
+            size_t line = i - start;
+            p = put(p, "data:", 5);
+            if (line) {
+                *p++ = ' ';
+                p = put(p, d + start, line);
+            }
+            *p++ = '\n';
+            if (i == n)
+                return p;
+            if (d[i] == '\r' && i + 1 < n && d[i + 1] == '\n')
+                i++;
+            start = ++i;
+            continue;
+        }
+        i++;
+    }
+}
+
+/* Frame bytes for ev, given the length of its id text. */
+size_t sse_bus__frame_len(const sse_bus_event_t *ev, size_t id_len)
+{
+    return 4 + id_len + 1 + (ev->event_len ? 7 + ev->event_len + 1 : 0)
+           + data_lines_len(ev->data ? ev->data : "", ev->data_len) + 1;
+}
+
+/* Write the frame of ev with id text id into dst (sse_bus__frame_len
+ * bytes). Returns the end. */
+char *sse_bus__frame_write(char *dst, const sse_bus_event_t *ev,
+                           const char *id, size_t id_len)
+{
+    char *p = put(dst, "id: ", 4);
+    p = put(p, id, id_len);
+    *p++ = '\n';
+    if (ev->event_len) {
+        p = put(p, "event: ", 7);
+        p = put(p, ev->event, ev->event_len);
+        *p++ = '\n';
+    }
+    p = write_data_lines(p, ev->data ? ev->data : "", ev->data_len);
+    *p++ = '\n';
+    return p;
+}
+
+/* Validate ev; on success *rec_len is its record size (aligned) assuming
+ * a bus id when the event carries none. */
+int sse_bus__event_validate(uint32_t max_record, const sse_bus_event_t *ev,
+                            uint32_t *rec_len, sse_bus_error_t *err)
+{
+    uint32_t e;
+    uint64_t q, len;
+    if (!ev)
+        return sse_bus__fail(err, SSE_BUS_EINVAL, 0, "no event given");
+    if (!channel_ok(ev->channel, ev->channel_len))
+        return sse_bus__fail(err, SSE_BUS_ECHANNEL, 0,
+            "channel name must be 1 to %d bytes without control characters "
+            "(CR, LF, NUL, ...)", SSE_BUS_CHANNEL_MAX);
+    if (ev->event_len && (!ev->event || ev->event_len > SSE_BUS_EVENT_MAX
+                          || has_line_break(ev->event, ev->event_len)))
+        return sse_bus__fail(err, SSE_BUS_EEVENT, 0,
+            "event type must be at most %d bytes without CR, LF or NUL",
+            SSE_BUS_EVENT_MAX);
+    if (ev->id_len) {
+        if (!ev->id || ev->id_len > SSE_BUS_ID_MAX
+            || has_line_break(ev->id, ev->id_len))
+            return sse_bus__fail(err, SSE_BUS_EID, 0,
+                "event id must be at most %d bytes without CR, LF or NUL",
+                SSE_BUS_ID_MAX);
+        if (sse_bus_parse_id(ev->id, ev->id_len, &e, &q) == SSE_BUS_OK)
+            return sse_bus__fail(err, SSE_BUS_EID, 0,
+                "event id '%.*s' has the form of a bus-assigned id "
+                "(8 hex digits ':' number), which is reserved: choose another "
+                "form or let the bus assign ids", (int)ev->id_len, ev->id);
+    }
+    if (ev->data_len && !ev->data)
+        return sse_bus__fail(err, SSE_BUS_EINVAL, 0, "data pointer missing");
+    if (ev->data_len > max_record)
+        return sse_bus__fail(err, SSE_BUS_ETOOBIG, 0,
+            "event of %zu bytes is larger than this bus's maximum record of "
+            "%u bytes: split it, or recreate the bus with a larger "
+            "--max-record", ev->data_len, max_record);
+    len = sse_bus_align(SSE_BUS_REC_HDR + ev->channel_len
+        + sse_bus__frame_len(ev, ev->id_len ? ev->id_len
+                                            : SSE_BUS_NATIVE_ID_MAX));
+    if (len > max_record)
+        return sse_bus__fail(err, SSE_BUS_ETOOBIG, 0,
+            "event needs %llu bytes once framed, more than this bus's "
+            "maximum record of %u bytes: split it, or recreate the bus with a "
+            "larger --max-record", (unsigned long long)len, max_record);
+    *rec_len = (uint32_t)len;
+    return SSE_BUS_OK;
+}
+
+int sse_bus_event_check(const sse_bus_t *b, const sse_bus_event_t *ev,
+                        sse_bus_error_t *err)
+{
+    uint32_t len;
+    return sse_bus__event_validate(b->hdr->max_record, ev, &len, err);
+}
+
+void sse_bus_filter_init(sse_bus_filter_t *f)
+{
+    f->n = 0;
+}
+
+int sse_bus_filter_add(sse_bus_filter_t *f, const char *name, size_t len)
+{
+    if (!channel_ok(name, len))
+        return SSE_BUS_ECHANNEL;
+    if (sse_bus_filter_match(f, name, len))
+        return SSE_BUS_OK;
+    if (f->n == SSE_BUS_FILTER_MAX)
+        return SSE_BUS_ETOOBIG;
+    f->hash[f->n] = sse_bus_channel_hash(name, len);
+    f->len[f->n] = (uint16_t)len;
+    memcpy(f->name[f->n], name, len);
+    f->n++;
+    return SSE_BUS_OK;
+}
+
+/* Match by hash first; names only on a hash hit. */
+int sse_bus__filter_match_hash(const sse_bus_filter_t *f, uint32_t hash,
+                               const char *name, size_t len)
+{
+    for (unsigned i = 0; i < f->n; i++)
+        if (f->hash[i] == hash && f->len[i] == len
+            && memcmp(f->name[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
+int sse_bus_filter_match(const sse_bus_filter_t *f, const char *name,
+                         size_t len)
+{
+    return sse_bus__filter_match_hash(f, sse_bus_channel_hash(name, len), name,
+                                      len);
+}

@@ -1,0 +1,409 @@
+/*
+ * sse_bus_read.c - cursors: following the bus without ever blocking or
+ * trusting a publisher.
+ *
+ * Every read follows "copy, validate, then use": bytes are copied out of
+ * the shared ring, an acquire fence is issued, and only if tail_pos has not
+ * passed the record's position is the copy used (sse_bus_format.h explains
+ * why that is enough). Anything that fails the check is discarded and the
+ * cursor resynchronises at the tail, counting exactly how many events it
+ * lost (the sequence of the first event it can still read minus the one it
+ * expected). Nothing here writes to the bus: readers map it read-only. The
+ * only thing a reader writes is the waiter count in the wake file.
+ *
+ * Sequences are found in O(1) through the index (seq -> position), whose
+ * slots are hints: a slot is believed only if the record it points to is
+ * below the head, still intact, and carries that very sequence. When the
+ * index cannot answer, a bounded linear walk from the tail does.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sse_bus_format.h"
+
+int sse_bus__filter_match_hash(const sse_bus_filter_t *f, uint32_t hash,
+                               const char *name, size_t len);
+
+/* Longest sleep of a reader that cannot register in the wake file. */
+#define SSE_BUS_POLL_MS 10
+
+enum { PEEK_OK = 0, PEEK_LAPPED = 1, PEEK_CORRUPT = 2 };
+
+static uint64_t head_acquire(const sse_bus_t *b)
+{
+    return atomic_load_explicit(&b->hdr->head_pos, memory_order_acquire);
+}
+
+/* After a copy of bytes at pos: were they intact? (see the file comment) */
+static int intact(const sse_bus_t *b, uint64_t pos)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&b->hdr->tail_pos, memory_order_relaxed) <= pos;
+}
+
+/* Copy the header of the record at pos (< head) into *r and validate it. */
+static int peek(const sse_bus_t *b, uint64_t pos, struct sse_bus_rec *r)
+{
+    const unsigned char *p = b->ring + (pos & b->mask);
+    uint64_t room = b->mask + 1 - (pos & b->mask);
+    int sane;
+
+    memcpy(r, p, 8); /* len and type: all a padding record is sure to have */
+    if (r->type == SSE_BUS_REC_EVENT && room >= SSE_BUS_REC_HDR)
+        memcpy(r, p, SSE_BUS_REC_HDR);
+    if (!intact(b, pos))
+        return PEEK_LAPPED;
+    sane = r->len >= SSE_BUS_ALIGN && r->len % SSE_BUS_ALIGN == 0
+           && r->len <= room && r->len <= b->hdr->max_record;
+    if (sane && r->type == SSE_BUS_REC_EVENT)
+        sane = room >= SSE_BUS_REC_HDR && r->chan_len >= 1
+               && r->chan_len <= SSE_BUS_CHANNEL_MAX
+               && (uint64_t)SSE_BUS_REC_HDR + r->chan_len + r->frame_len <= r->len
+               && r->frame_len >= 4u + r->id_len && r->seq != 0;
+    else if (sane)
+        sane = r->type == SSE_BUS_REC_PAD;
+    return sane ? PEEK_OK : PEEK_CORRUPT;
+}
+
+static uint64_t tail_acquire(const sse_bus_t *b)
+{
+    return atomic_load_explicit(&b->hdr->tail_pos, memory_order_acquire);
+}
+
+/* Sequence of the last event below pos, walking from the tail. */
+static uint64_t walk_last_seq(const sse_bus_t *b, uint64_t pos)
+{
+    struct sse_bus_rec r;
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t p = tail_acquire(b), last = 0;
+        int rv = PEEK_OK;
+        if (p >= pos) { /* no intact record below pos */
+            uint64_t t = atomic_load_explicit(&b->hdr->tail_seq,
+                                              memory_order_relaxed);
+            return t ? t - 1 : 0;
+        }
+        while (p < pos && (rv = peek(b, p, &r)) == PEEK_OK) {
+            if (r.type == SSE_BUS_REC_EVENT)
+                last = r.seq;
+            p += r.len;
+        }
+        if (rv == PEEK_OK)
+            return last;
+        if (rv == PEEK_CORRUPT)
+            break;
+    }
+    return atomic_load_explicit(&b->hdr->head_seq, memory_order_relaxed);
+}
+
+/* Exact sequence of the last event below pos, given hint >= it (head_seq
+ * read after acquiring head_pos; publishers store head_seq first). Also
+ * used by publisher recovery, where the dead publisher may have raised
+ * head_seq beyond head_pos. */
+uint64_t sse_bus__last_seq_below(const sse_bus_t *b, uint64_t pos,
+                                 uint64_t hint)
+{
+    struct sse_bus_rec r;
+    uint64_t slots = b->hdr->index_slots;
+    if (pos == 0)
+        return 0;
+    for (int i = 0; i < 64 && hint > 0; i++, hint--) {
+        uint64_t p = atomic_load_explicit(&b->index[hint & (slots - 1)],
+                                          memory_order_relaxed);
+        if (p < pos && peek(b, p, &r) == PEEK_OK
+            && r.type == SSE_BUS_REC_EVENT && r.seq == hint)
+            return hint;
+    }
+    return walk_last_seq(b, pos);
+}
+
+/* Set c->next_seq from c->pos: the first event at or after it. */
+static void settle(sse_bus_cursor_t *c)
+{
+    const sse_bus_t *b = c->bus;
+    struct sse_bus_rec r;
+    uint64_t head = head_acquire(b), p = c->pos;
+    int rv = PEEK_OK;
+    while (p < head && (rv = peek(b, p, &r)) == PEEK_OK) {
+        if (r.type == SSE_BUS_REC_EVENT) {
+            c->next_seq = r.seq;
+            return;
+        }
+        p += r.len;
+    }
+    if (p >= head) {
+        c->next_seq = sse_bus__last_seq_below(b, head,
+            atomic_load_explicit(&b->hdr->head_seq, memory_order_relaxed)) + 1;
+        return;
+    }
+    c->next_seq = 0; /* lapped while looking, or corrupt: unknown */
+}
+
+static void cursor_init(sse_bus_cursor_t *c, const sse_bus_t *b)
+{
+    memset(c, 0, sizeof *c);
+    c->bus = b;
+}
+
+void sse_bus_cursor_newest(sse_bus_cursor_t *c, const sse_bus_t *b)
+{
+    uint64_t head;
+    cursor_init(c, b);
+    head = head_acquire(b);
+    c->pos = head;
+    c->next_seq = sse_bus__last_seq_below(b, head,
+        atomic_load_explicit(&b->hdr->head_seq, memory_order_relaxed)) + 1;
+}
+
+/* Move c to the oldest record, keeping its counters. */
+static void seek_oldest(sse_bus_cursor_t *c)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        c->pos = tail_acquire(c->bus);
+        settle(c);
+        if (c->next_seq)
+            return;
+    }
+}
+
+void sse_bus_cursor_oldest(sse_bus_cursor_t *c, const sse_bus_t *b)
+{
+    cursor_init(c, b);
+    seek_oldest(c);
+}
+
+/* Position of the event with sequence seq (< head), or UINT64_MAX. */
+static uint64_t find_seq(const sse_bus_t *b, uint64_t seq, uint64_t head)
+{
+    struct sse_bus_rec r;
+    uint64_t p = atomic_load_explicit(
+        &b->index[seq & (b->hdr->index_slots - 1)], memory_order_relaxed);
+    if (p < head && peek(b, p, &r) == PEEK_OK && r.type == SSE_BUS_REC_EVENT
+        && r.seq == seq)
+        return p;
+    /* Slot reused (records smaller than SSE_BUS_INDEX_DIVISOR): walk. */
+    for (p = tail_acquire(b); p < head; p += r.len) {
+        if (peek(b, p, &r) != PEEK_OK)
+            return UINT64_MAX;
+        if (r.type == SSE_BUS_REC_EVENT && r.seq >= seq)
+            return r.seq == seq ? p : UINT64_MAX;
+    }
+    return UINT64_MAX;
+}
+
+void sse_bus_cursor_last(sse_bus_cursor_t *c, const sse_bus_t *b, uint64_t n)
+{
+    uint64_t head, last, p;
+    sse_bus_cursor_newest(c, b);
+    if (n == 0)
+        return;
+    head = c->pos;
+    last = c->next_seq - 1;
+    if (n < last && (p = find_seq(b, last - n + 1, head)) != UINT64_MAX) {
+        c->pos = p;
+        c->next_seq = last - n + 1;
+        return;
+    }
+    sse_bus_cursor_oldest(c, b);
+}
+
+/* Resume after a publisher-supplied id: the newest record carrying it. */
+static int find_pub_id(sse_bus_cursor_t *c, const char *id, size_t len)
+{
+    const sse_bus_t *b = c->bus;
+    struct sse_bus_rec r;
+    char copy[SSE_BUS_ID_MAX];
+    uint64_t head = head_acquire(b), p, found = UINT64_MAX, found_seq = 0;
+
+    if (len == 0 || len > SSE_BUS_ID_MAX)
+        return 0;
+    for (p = tail_acquire(b); p < head; p += r.len) {
+        if (peek(b, p, &r) != PEEK_OK)
+            return 0;
+        if (r.type != SSE_BUS_REC_EVENT || !(r.flags & SSE_BUS_RECF_PUB_ID)
+            || r.id_len != len)
+            continue;
+        memcpy(copy, b->ring + (p & b->mask) + SSE_BUS_REC_HDR + r.chan_len + 4,
+               len);
+        if (!intact(b, p))
+            return 0;
+        if (memcmp(copy, id, len) == 0) {
+            found = p + r.len;
+            found_seq = r.seq + 1;
+        }
+    }
+    if (found == UINT64_MAX)
+        return 0;
+    c->pos = found;
+    c->next_seq = found_seq;
+    return 1;
+}
+
+sse_bus_resume_t sse_bus_cursor_resume(sse_bus_cursor_t *c,
+                                       const sse_bus_t *b, const char *id,
+                                       size_t id_len, uint64_t *missed)
+{
+    uint32_t epoch;
+    uint64_t seq, last, head, p;
+
+    if (missed)
+        *missed = 0;
+    if (!id || sse_bus_parse_id(id, id_len, &epoch, &seq) != SSE_BUS_OK) {
+        cursor_init(c, b);
+        if (id && find_pub_id(c, id, id_len))
+            return SSE_BUS_RESUME_EXACT;
+        sse_bus_cursor_oldest(c, b);
+        return SSE_BUS_RESUME_UNKNOWN;
+    }
+    if (epoch != b->hdr->epoch) {
+        sse_bus_cursor_oldest(c, b);
+        return SSE_BUS_RESUME_EPOCH;
+    }
+    sse_bus_cursor_newest(c, b);
+    head = c->pos;
+    last = c->next_seq - 1;
+    if (seq > last)
+        return SSE_BUS_RESUME_FUTURE;
+    if (seq == last)
+        return SSE_BUS_RESUME_EXACT;
+    p = find_seq(b, seq + 1, head);
+    if (p != UINT64_MAX) {
+        c->pos = p;
+        c->next_seq = seq + 1;
+        return SSE_BUS_RESUME_EXACT;
+    }
+    sse_bus_cursor_oldest(c, b);
+    if (missed && c->next_seq > seq + 1)
+        *missed = c->next_seq - (seq + 1);
+    return SSE_BUS_RESUME_STALE;
+}
+
+/* The cursor was overtaken: move it to the tail and count the loss (the
+ * first sequence still held minus the one expected). */
+static int lapped(sse_bus_cursor_t *c)
+{
+    uint64_t expected = c->next_seq;
+    seek_oldest(c);
+    if (!c->next_seq)
+        c->next_seq = expected;
+    c->lost = expected && c->next_seq > expected ? c->next_seq - expected : 0;
+    c->lost_total += c->lost;
+    return SSE_BUS_LAPPED;
+}
+
+static int empty(const sse_bus_cursor_t *c)
+{
+    return atomic_load_explicit(&c->bus->hdr->flags, memory_order_relaxed)
+           & SSE_BUS_F_RETIRED ? SSE_BUS_ERETIRED : SSE_BUS_EMPTY;
+}
+
+int sse_bus_next(sse_bus_cursor_t *c, const sse_bus_filter_t *f, char *dst,
+                 size_t dst_len, sse_bus_record_t *rec, unsigned max_scan)
+{
+    const sse_bus_t *b = c->bus;
+    uint64_t head = head_acquire(b);
+    unsigned scanned = 0;
+    struct sse_bus_rec r;
+
+    while (c->pos < head) {
+        const unsigned char *p = b->ring + (c->pos & b->mask);
+        int rv = peek(b, c->pos, &r);
+        if (rv == PEEK_LAPPED)
+            return lapped(c);
+        if (rv == PEEK_CORRUPT) {
+            sse_bus_cursor_newest(c, b);
+            return SSE_BUS_EFORMAT;
+        }
+        if (r.type == SSE_BUS_REC_PAD) {
+            c->pos += r.len;
+            continue;
+        }
+        memcpy(rec->channel, p + SSE_BUS_REC_HDR, r.chan_len);
+        if (!intact(b, c->pos))
+            return lapped(c);
+        if (f && !sse_bus__filter_match_hash(f, r.chan_hash, rec->channel,
+                                             r.chan_len)) {
+            c->pos += r.len;
+            c->next_seq = r.seq + 1;
+            if (max_scan && ++scanned >= max_scan)
+                return SSE_BUS_EMPTY;
+            continue;
+        }
+        rec->frame_len = r.frame_len;
+        if (r.frame_len > dst_len)
+            return SSE_BUS_ENOBUFS;
+        memcpy(dst, p + SSE_BUS_REC_HDR + r.chan_len, r.frame_len);
+        if (!intact(b, c->pos))
+            return lapped(c);
+        rec->seq = r.seq;
+        rec->time_ns = r.time_ns;
+        rec->channel_len = r.chan_len;
+        rec->id_len = r.id_len;
+        rec->frame = dst;
+        rec->id = dst + 4;
+        c->pos += r.len;
+        c->next_seq = r.seq + 1;
+        return SSE_BUS_OK;
+    }
+    return empty(c);
+}
+
+int sse_bus_skip(sse_bus_cursor_t *c)
+{
+    struct sse_bus_rec r;
+    if (c->pos >= head_acquire(c->bus))
+        return empty(c);
+    switch (peek(c->bus, c->pos, &r)) {
+    case PEEK_LAPPED:
+        return lapped(c);
+    case PEEK_CORRUPT:
+        sse_bus_cursor_newest(c, c->bus);
+        return SSE_BUS_EFORMAT;
+    }
+    if (r.type == SSE_BUS_REC_EVENT)
+        c->next_seq = r.seq + 1;
+    c->pos += r.len;
+    return SSE_BUS_OK;
+}
+
+int sse_bus_pending(const sse_bus_cursor_t *c)
+{
+    return head_acquire(c->bus) > c->pos;
+}
+
+int sse_bus_wait(const sse_bus_t *b, uint64_t pos, int timeout_ms)
+{
+    struct timespec ts, *tsp = NULL;
+    uint32_t v = atomic_load_explicit(&b->hdr->futex, memory_order_acquire);
+    long r;
+    int e;
+
+    if (head_acquire(b) != pos
+        || (atomic_load_explicit(&b->hdr->flags, memory_order_relaxed)
+            & SSE_BUS_F_RETIRED))
+        return SSE_BUS_OK;
+    /* Publishers that use the wake file wake only readers registered in
+     * it; a reader without it (not writable, say) must poll. */
+    if (!b->wake && (timeout_ms < 0 || timeout_ms > SSE_BUS_POLL_MS))
+        timeout_ms = SSE_BUS_POLL_MS;
+    if (timeout_ms >= 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tsp = &ts;
+    }
+    if (b->wake)
+        atomic_fetch_add_explicit(&b->wake->waiters, 1, memory_order_seq_cst);
+    r = syscall(SYS_futex, (uint32_t *)&b->hdr->futex, FUTEX_WAIT, v, tsp,
+                NULL, 0);
+    e = errno;
+    if (b->wake)
+        atomic_fetch_sub_explicit(&b->wake->waiters, 1, memory_order_seq_cst);
+    if (r == 0 || e == EAGAIN || e == EINTR || head_acquire(b) != pos)
+        return SSE_BUS_OK;
+    if (e == ETIMEDOUT)
+        return SSE_BUS_TIMEOUT;
+    return SSE_BUS_ESYS;
+}
