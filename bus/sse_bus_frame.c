@@ -95,23 +95,52 @@ int sse_bus_parse_id(const char *s, size_t len, uint32_t *epoch, uint64_t *seq)
     return SSE_BUS_OK;
 }
 
+/* Iterates over the lines of data, split on CR, LF and CRLF. memchr is
+ * vectorised; the next CR and next LF are each searched for once. */
+struct lines {
+    const char *d, *end, *cr, *lf;
+};
+
+static void lines_init(struct lines *l, const char *d, size_t n)
+{
+    l->d = d;
+    l->end = d + n;
+    l->cr = memchr(d, '\r', n);
+    l->lf = memchr(d, '\n', n);
+}
+
+/* Next line as [*s, *s + *len); 0 when there is none left. */
+static int lines_next(struct lines *l, const char **s, size_t *len)
+{
+    const char *brk;
+    if (!l->d)
+        return 0;
+    if (l->cr && l->cr < l->d)
+        l->cr = memchr(l->d, '\r', (size_t)(l->end - l->d));
+    if (l->lf && l->lf < l->d)
+        l->lf = memchr(l->d, '\n', (size_t)(l->end - l->d));
+    brk = !l->cr ? l->lf : !l->lf ? l->cr : l->cr < l->lf ? l->cr : l->lf;
+    *s = l->d;
+    if (!brk) { /* last line */
+        *len = (size_t)(l->end - l->d);
+        l->d = NULL;
+        return 1;
+    }
+    *len = (size_t)(brk - l->d);
+    l->d = brk + (brk[0] == '\r' && brk + 1 < l->end && brk[1] == '\n' ? 2 : 1);
+    return 1;
+}
+
 /* Bytes of the "data:" lines for data (see the file comment). */
 static size_t data_lines_len(const char *d, size_t n)
 {
-    size_t total = 0, start = 0, i = 0;
-    for (;;) {
-        if (i == n || d[i] == '\r' || d[i] == '\n') {
-            size_t line = i - start;
-            total += 5 + (line ? 1 + line : 0) + 1;
-            if (i == n)
-                return total;
-            if (d[i] == '\r' && i + 1 < n && d[i + 1] == '\n')
-                i++;
-            start = ++i;
-            continue;
-        }
-        i++;
-    }
+    struct lines l;
+    const char *s;
+    size_t len, total = 0;
+    lines_init(&l, d, n);
+    while (lines_next(&l, &s, &len))
+        total += 5 + (len ? 1 + len : 0) + 1;
+    return total;
 }
 
 static char *put(char *p, const char *s, size_t n)
@@ -122,25 +151,19 @@ static char *put(char *p, const char *s, size_t n)
 
 static char *write_data_lines(char *p, const char *d, size_t n)
 {
-    size_t start = 0, i = 0;
-    for (;;) {
-        if (i == n || d[i] == '\r' || d[i] == '\n') {
-            size_t line = i - start;
-            p = put(p, "data:", 5);
-            if (line) {
-                *p++ = ' ';
-                p = put(p, d + start, line);
-            }
-            *p++ = '\n';
-            if (i == n)
-                return p;
-            if (d[i] == '\r' && i + 1 < n && d[i + 1] == '\n')
-                i++;
-            start = ++i;
-            continue;
+    struct lines l;
+    const char *s;
+    size_t len;
+    lines_init(&l, d, n);
+    while (lines_next(&l, &s, &len)) {
+        p = put(p, "data:", 5);
+        if (len) {
+            *p++ = ' ';
+            p = put(p, s, len);
         }
-        i++;
+        *p++ = '\n';
     }
+    return p;
 }
 
 /* Frame bytes for ev, given the length of its id text. */
