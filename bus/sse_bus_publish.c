@@ -191,6 +191,8 @@ static int append_locked(sse_bus_t *b, const sse_bus_event_t *evs, size_t n,
     seq = atomic_load_explicit(&h->head_seq, memory_order_relaxed);
     if (first_seq)
         *first_seq = seq + 1;
+    if (atomic_load_explicit(&h->tail_seq, memory_order_relaxed) == 0)
+        atomic_store_explicit(&h->tail_seq, seq + 1, memory_order_relaxed);
     for (size_t i = 0; i < n; i++)
         append(b, &evs[i], ++seq, &pos, now);
     /* Step 3: head_seq before head_pos, so that a reader acquiring
