@@ -42,7 +42,8 @@ extern "C" {
 /* Format version written by this library; readers refuse other versions. */
 #define SSE_BUS_VERSION 1
 
-/* Limits (bytes). Validation refuses anything larger with SSE_BUS_ETOOBIG. */
+/* Limits (bytes). Longer names are refused with SSE_BUS_ECHANNEL,
+ * SSE_BUS_EEVENT or SSE_BUS_EID; longer events with SSE_BUS_ETOOBIG. */
 #define SSE_BUS_CHANNEL_MAX 128   /* channel name */
 #define SSE_BUS_EVENT_MAX 64      /* event type ("event:" field) */
 #define SSE_BUS_ID_MAX 64         /* publisher-supplied id ("id:" field) */
