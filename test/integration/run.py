@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Run the mod_sse integration suite against the real Debian apache2.
+
+    python3 test/integration/run.py [--build-dir DIR] [-k SUBSTRING] [-v]
+
+Prints one line per test and a final line exactly
+`integration: N passed, N failed, N skipped`; exits non-zero on any failure
+or error. A missing apache2, module or sse-pub fails the run (CI must never
+"pass" integration tests that did not run). Env: SSE_MODULE, SSE_PUB
+override the built paths; SSE_KEEP_TMP=1 keeps temp dirs; SSE_SHOW_LOG=1
+prints every test's error log."""
+
+import argparse
+import os
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class LineResult(unittest.TextTestResult):
+    """One line per test: PASS/FAIL/ERROR/SKIP, name, seconds."""
+
+    def startTest(self, test):
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def _line(self, word, test, extra=""):
+        dt = time.monotonic() - getattr(self, "_t0", time.monotonic())
+        self.stream.write("%-5s %s (%.1fs)%s\n" % (word, test.id(), dt,
+                                                   extra))
+        self.stream.flush()
+
+    def addSuccess(self, test):
+        unittest.TestResult.addSuccess(self, test)
+        self._line("PASS", test)
+
+    def addFailure(self, test, err):
+        unittest.TestResult.addFailure(self, test, err)
+        self._line("FAIL", test)
+
+    def addError(self, test, err):
+        unittest.TestResult.addError(self, test, err)
+        self._line("ERROR", test)
+
+    def addSkip(self, test, reason):
+        unittest.TestResult.addSkip(self, test, reason)
+        self._line("SKIP", test, " -- " + reason)
+
+    def addSubTest(self, test, subtest, err):
+        if err is not None:
+            if issubclass(err[0], test.failureException):
+                self.failures.append((subtest, self._exc_info_to_string(
+                    err, test)))
+                self._line("FAIL", subtest)
+            else:
+                self.errors.append((subtest, self._exc_info_to_string(
+                    err, test)))
+                self._line("ERROR", subtest)
+            self._mirrorOutput = True
+
+    def addExpectedFailure(self, test, err):
+        unittest.TestResult.addExpectedFailure(self, test, err)
+        self._line("XFAIL", test)
+
+    def addUnexpectedSuccess(self, test):
+        unittest.TestResult.addUnexpectedSuccess(self, test)
+        self._line("XPASS", test)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build-dir", help="build tree (module at "
+                    "BUILD/.libs/mod_sse.so, sse-pub at BUILD/sse-pub)")
+    ap.add_argument("-k", action="append", default=[],
+                    help="only tests whose id contains this (repeatable)")
+    ap.add_argument("tests", nargs="*", help="test modules (default: all)")
+    args = ap.parse_args()
+    if args.build_dir:
+        os.environ["SSE_BUILD_DIR"] = os.path.abspath(args.build_dir)
+    sys.path.insert(0, HERE)
+    import harness
+    if args.build_dir:
+        harness.BUILD_DIR = os.path.abspath(args.build_dir)
+
+    problems = harness.check_prerequisites()
+    if problems:
+        for p in problems:
+            print("ERROR prerequisite: " + p)
+        print("integration: 0 passed, 1 failed, 0 skipped")
+        return 1
+    print("apache2: %s; module: %s; sse-pub: %s" % (
+        harness.APACHE2, harness.module_path(), harness.sse_pub_path()))
+
+    loader = unittest.TestLoader()
+    if args.tests:
+        suite = loader.loadTestsFromNames(
+            [t[:-3] if t.endswith(".py") else t for t in args.tests])
+    else:
+        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    if args.k:
+        def flat(s):
+            for t in s:
+                if isinstance(t, unittest.TestSuite):
+                    yield from flat(t)
+                else:
+                    yield t
+        suite = unittest.TestSuite(t for t in flat(suite)
+                                   if any(k in t.id() for k in args.k))
+
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=0,
+                                     resultclass=LineResult)
+    t0 = time.monotonic()
+    result = runner.run(suite)
+    failed = len(result.failures) + len(result.errors) + \
+        len(result.unexpectedSuccesses)
+    # tests with failing subtests are counted once, as failed
+    failed_ids = {t.id() for t, _ in result.failures + result.errors}
+    failed_tests = {i.split(" ", 1)[0] for i in failed_ids}
+    skipped = len(result.skipped)
+    passed = result.testsRun - len(failed_tests) - skipped
+    failed = len(failed_tests) + len(result.unexpectedSuccesses)
+    print("time: %.0fs" % (time.monotonic() - t0))
+    print("integration: %d passed, %d failed, %d skipped"
+          % (passed, failed, skipped))
+    return 1 if failed or not result.wasSuccessful() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Client disconnects (clean FIN and TCP RST) give back what the stream
+held: after many connect/disconnect cycles the httpd children's thread and
+descriptor counts return to their baseline.
+
+Tolerance (stated, because a test must say what it accepts): threads
+<= baseline + 1 and open fds <= baseline + 2 per child, reached within 15 s
+after the last disconnect. The set of children must not change (a changed
+set means a child died or was replaced)."""
+
+import time
+import unittest
+
+from harness import HttpdTestCase, location, wait_for
+
+CYCLES = 200        # per kind (clean, RST)
+BATCH = 10          # streams open at once
+THREAD_TOL = 1
+FD_TOL = 2
+
+
+def loc(bus, **kw):
+    kw.setdefault("SSEChannelAllow", '"*"')
+    # Heartbeats find dead idle sockets; 1 s keeps the test short.
+    kw.setdefault("SSEHeartbeat", "1")
+    return location("/events", bus, **kw)
+
+
+class DisconnectLeakTest(HttpdTestCase):
+
+    def settle(self, h, seconds=2.0):
+        """Wait until child stats are unchanged for `seconds`."""
+        last, since = None, time.monotonic()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            s = h.child_stats()
+            if s != last:
+                last, since = s, time.monotonic()
+            elif time.monotonic() - since >= seconds:
+                return s
+            time.sleep(0.2)
+        return last
+
+    def cycles(self, kind):
+        for b in range(CYCLES // BATCH):
+            cs = [self.stream("/events?channel=leak") for _ in range(BATCH)]
+            eid = self.pub.publish("leak", "batch %d" % b)
+            for c in cs:
+                c.read_events(1)
+                self.assertEqual(c.events[0].id, eid)
+            for c in cs:
+                if kind == "rst":
+                    c.rst_close()
+                else:
+                    c.close()
+            self._clients = []
+            # Two writes after a FIN: the first succeeds, the second fails.
+            self.pub.publish("leak", "poke 1")
+            self.pub.publish("leak", "poke 2")
+
+    def check_back_to_baseline(self, h, base):
+        def ok():
+            now = h.child_stats()
+            if set(now) != set(base):
+                return False
+            return all(now[p][0] <= base[p][0] + THREAD_TOL and
+                       now[p][1] <= base[p][1] + FD_TOL for p in base)
+        back = wait_for(ok, 15, 0.25)
+        now = h.child_stats()
+        self.assertEqual(set(now), set(base),
+                         "children changed (crash or respawn?) %r -> %r"
+                         % (base, now))
+        self.assertTrue(back, "not back to baseline (threads, fds) per "
+                        "child: baseline %r, now %r" % (base, now))
+
+    def run_kind(self, kind):
+        h = self.start_httpd(loc(self.bus_path), threads=50)
+        # Warm up: the first stream may open the bus and start helpers.
+        for _ in range(3):
+            c = self.stream("/events?channel=leak")
+            self.pub.publish("leak", "warm")
+            c.read_events(1)
+            c.close()
+        self._clients = []
+        self.pub.publish("leak", "poke")
+        self.pub.publish("leak", "poke")
+        time.sleep(2.5)
+        base = self.settle(h)
+        self.assertTrue(base, "no httpd children found")
+        self.cycles(kind)
+        self.check_back_to_baseline(h, base)
+        self.assertNoCrash()
+
+    def test_clean_disconnects_return_to_baseline(self):
+        self.run_kind("clean")
+
+    def test_rst_disconnects_return_to_baseline(self):
+        self.run_kind("rst")
+
+    def test_idle_streams_closed_by_client_are_noticed(self):
+        # No events at all: only heartbeats can find these dead clients.
+        h = self.start_httpd(loc(self.bus_path), threads=50)
+        c = self.stream("/events?channel=idle")
+        c.close()
+        self._clients = []
+        time.sleep(2.5)
+        base = self.settle(h)
+        cs = [self.stream("/events?channel=idle") for _ in range(20)]
+        for i, c in enumerate(cs):
+            if i % 2:
+                c.rst_close()
+            else:
+                c.close()
+        self._clients = []
+        self.check_back_to_baseline(h, base)
+
+
+if __name__ == "__main__":
+    unittest.main()
