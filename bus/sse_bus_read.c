@@ -333,17 +333,19 @@ int sse_bus_next(sse_bus_cursor_t *c, const sse_bus_filter_t *f, char *dst,
             continue;
         }
         rec->frame_len = r.frame_len;
-        if (r.frame_len > dst_len)
-            return SSE_BUS_ENOBUFS;
-        memcpy(dst, p + SSE_BUS_REC_HDR + r.chan_len, r.frame_len);
-        if (!intact(b, c->pos))
-            return lapped(c);
+        if (dst) {
+            if (r.frame_len > dst_len)
+                return SSE_BUS_ENOBUFS;
+            memcpy(dst, p + SSE_BUS_REC_HDR + r.chan_len, r.frame_len);
+            if (!intact(b, c->pos))
+                return lapped(c);
+        }
         rec->seq = r.seq;
         rec->time_ns = r.time_ns;
         rec->channel_len = r.chan_len;
         rec->id_len = r.id_len;
         rec->frame = dst;
-        rec->id = dst + 4;
+        rec->id = dst ? dst + 4 : NULL;
         c->pos += r.len;
         c->next_seq = r.seq + 1;
         return SSE_BUS_OK;

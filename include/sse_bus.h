@@ -265,7 +265,9 @@ typedef struct sse_bus_record {
 } sse_bus_record_t;
 
 /* Read the next record whose channel matches f (NULL: all channels),
- * copying its frame into dst (dst_len bytes).
+ * copying its frame into dst (dst_len bytes). With dst NULL only the
+ * header is read (seq, time, channel, lengths; frame and id are NULL):
+ * what a dispatcher or a skipping reader needs, at no copy of the frame.
  *   SSE_BUS_OK      rec is filled, cursor advanced
  *   SSE_BUS_EMPTY   nothing new
  *   SSE_BUS_LAPPED  the writer overwrote records the cursor had not read;

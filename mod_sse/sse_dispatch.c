@@ -10,7 +10,7 @@
  * Nothing blocks while holding a lock except pthread_join, which is only
  * ever called with no lock held.
  *
- * Memory: busrefs, channel entries and scratch buffers are malloc'd and
+ * Memory: busrefs and channel entries are malloc'd and
  * freed here (not pool memory), because they are created and destroyed by
  * request threads at any time during the child's life, and a child pool is
  * not safe to allocate from concurrently. Waiters live in the stream's
@@ -57,9 +57,6 @@ struct sse_busref {
     sse_chan_t **buckets;
     size_t nbuckets, nchans;
     sse_waiter_t *all;
-
-    char *scratch;        /* dispatcher-only: one record's frame */
-    size_t scratch_len;
 };
 
 typedef struct open_failure {
@@ -356,8 +353,8 @@ static void *dispatcher_main(void *arg)
                          ref->path, sse_bus_strerror(rc));
             nanosleep(&ts, NULL); /* never spin on a persistent error */
         }
-        /* Read each new record's header (and, with this API, its frame:
-         * sse_bus_next has no header-only mode) and wake its channel.
+        /* Read each new record's header (not its frame) and wake the
+         * streams of its channel.
          * ref->mu is held across up to SSE_DISPATCH_BATCH records so a
          * burst costs few lock round trips; register/unregister wait at
          * most that long. */
@@ -365,8 +362,7 @@ static void *dispatcher_main(void *arg)
             unsigned n = 0;
             pthread_mutex_lock(&ref->mu);
             do {
-                rc = sse_bus_next(&cur, NULL, ref->scratch, ref->scratch_len,
-                                  &rec, 4096);
+                rc = sse_bus_next(&cur, NULL, NULL, 0, &rec, 4096);
                 if (rc == SSE_BUS_OK)
                     wake_channel_locked(ref, rec.channel, rec.channel_len);
             } while (rc == SSE_BUS_OK && ++n < SSE_DISPATCH_BATCH);
@@ -385,10 +381,6 @@ static void *dispatcher_main(void *arg)
             else if (rc == SSE_BUS_LAPPED || rc == SSE_BUS_EFORMAT) {
                 /* We lost track of which channels got records: let every
                  * stream look for itself. */
-                wake_all(ref, SSE_WAKE_PENDING);
-            }
-            else if (rc == SSE_BUS_ENOBUFS) {
-                sse_bus_skip(&cur);
                 wake_all(ref, SSE_WAKE_PENDING);
             }
             else if (rc == SSE_BUS_ERETIRED) {
@@ -447,7 +439,6 @@ static void busref_free(sse_busref_t *ref)
     if (ref->bus)
         sse_bus_close(ref->bus);
     pthread_mutex_destroy(&ref->mu);
-    free(ref->scratch);
     free(ref->path);
     free(ref);
 }
@@ -542,17 +533,11 @@ int sse_dispatch_acquire(const char *path, server_rec *s, sse_busref_t **out,
         }
         ref = calloc(1, sizeof(*ref));
         sse_bus_info(bus, &info);
-        if (ref) {
+        if (ref)
             ref->path = strdup(path);
-            ref->scratch_len = info.max_record ? info.max_record
-                                               : SSE_BUS_RECORD_DEFAULT;
-            ref->scratch = malloc(ref->scratch_len);
-        }
-        if (!ref || !ref->path || !ref->scratch
-            || pthread_mutex_init(&ref->mu, NULL) != 0) {
+        if (!ref || !ref->path || pthread_mutex_init(&ref->mu, NULL) != 0) {
             if (ref) {
                 free(ref->path);
-                free(ref->scratch);
                 free(ref);
             }
             sse_bus_close(bus);

@@ -26,8 +26,6 @@
 #include "mod_sse.h"
 #include "sse_stream.h"
 
-sse_stats_t sse_stats;
-
 /* Records looked at per sse_bus_next call before it gives control back;
  * keeps a single call's work bounded on a busy bus with many channels. */
 #define SSE_SCAN_LIMIT 65536u
@@ -99,6 +97,7 @@ static sse_end_t end_reason_for(apr_status_t rv)
 static int flush_pass(sse_stream_t *s, int force)
 {
     apr_status_t rv;
+    uint64_t t0;
 
     if (s->end != SSE_END_NONE)
         return -1;
@@ -108,7 +107,11 @@ static int flush_pass(sse_stream_t *s, int force)
         s->end = SSE_END_CLIENT_CLOSED;
         return -1;
     }
+    /* Flush latency: one clock read before and one after the pass. */
+    t0 = sse_stats_now_ns();
     rv = s->sink.write(s->sink.ctx, s->buf, s->used);
+    sse_stats_observe_flush(rv == APR_SUCCESS ? SSE_HIST_OK : SSE_HIST_ERROR,
+                            sse_stats_now_ns() - t0);
     if (rv != APR_SUCCESS) {
         s->end = end_reason_for(rv);
         ap_log_error(APLOG_MARK, APLOG_DEBUG, rv, s->server,
@@ -321,24 +324,17 @@ static int fill(sse_stream_t *s)
 }
 
 /* Walk the cursor to the head as it is now, counting matching events
- * without copying their frames: sse_bus_next with a zero-length buffer
- * answers ENOBUFS for each matching record, which we then drop. */
+ * without copying their frames (sse_bus_next in header-only mode). */
 static uint64_t skip_to_head(sse_stream_t *s)
 {
     uint64_t target = sse_bus_head_pos(s->bus), n = 0;
     sse_bus_record_t rec;
-    char dummy[1];
     unsigned guard = 0;
 
     while (s->cursor.pos < target && guard++ < 10000000u) {
-        int rc = sse_bus_next(&s->cursor, &s->filter, dummy, 0, &rec,
+        int rc = sse_bus_next(&s->cursor, &s->filter, NULL, 0, &rec,
                               SSE_SCAN_LIMIT);
-        if (rc == SSE_BUS_ENOBUFS) {
-            if (sse_bus_skip(&s->cursor) < 0)
-                break;
-            n++;
-        }
-        else if (rc == SSE_BUS_OK) {
+        if (rc == SSE_BUS_OK) {
             n++;
         }
         else if (rc == SSE_BUS_LAPPED) {

@@ -466,6 +466,31 @@ START_TEST(test_enobufs_leaves_record_unconsumed)
 }
 END_TEST
 
+START_TEST(test_header_only_read_advances_without_copying_frames)
+{
+    sse_bus_t *bus = th_new_bus("h.bus", 1u << 20, 0);
+    th_pub(bus, "a", "one");
+    th_pub(bus, "b", "two");
+    th_pub(bus, "a", "three");
+    sse_bus_filter_t f;
+    sse_bus_filter_init(&f);
+    sse_bus_filter_add(&f, "a", 1);
+    sse_bus_cursor_t c;
+    sse_bus_cursor_oldest(&c, bus);
+    sse_bus_record_t rec;
+    ck_assert_int_eq(sse_bus_next(&c, &f, NULL, 0, &rec, 0), SSE_BUS_OK);
+    ck_assert_uint_eq(rec.seq, 1);
+    ck_assert_ptr_null(rec.frame);
+    ck_assert_uint_eq(rec.channel_len, 1);
+    ck_assert_int_eq(rec.channel[0], 'a');
+    ck_assert_uint_gt(rec.frame_len, 0);
+    ck_assert_int_eq(sse_bus_next(&c, &f, NULL, 0, &rec, 0), SSE_BUS_OK);
+    ck_assert_uint_eq(rec.seq, 3);
+    ck_assert_int_eq(sse_bus_next(&c, &f, NULL, 0, &rec, 0), SSE_BUS_EMPTY);
+    sse_bus_close(bus);
+}
+END_TEST
+
 START_TEST(test_skip_after_enobufs_drops_that_record)
 {
     sse_bus_t *bus = th_new_bus("b.bus", 1u << 20, 0);
@@ -583,6 +608,7 @@ TCase *read_tcase(void)
     tcase_add_test(tc, test_max_scan_bounds_the_work_of_one_call);
     tcase_add_test(tc, test_enobufs_leaves_record_unconsumed);
     tcase_add_test(tc, test_skip_after_enobufs_drops_that_record);
+    tcase_add_test(tc, test_header_only_read_advances_without_copying_frames);
     tcase_add_test(tc, test_wait_times_out_when_nothing_published);
     tcase_add_test(tc, test_wait_returns_at_once_when_already_behind);
     tcase_add_test(tc, test_wait_wakes_on_publish_from_another_process);
