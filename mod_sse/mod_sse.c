@@ -11,20 +11,28 @@
  *                   per bus, on the first stream that needs them);
  *   child_stopping  graceful restart/stop: wake every stream so it sends
  *                   "retry:" and ends now, not at GracefulShutdownTimeout;
- *   handler         sse_handler (sse_handler.c).
+ *   post_config     create (or find again after a restart) the shared
+ *                   statistics (sse_stats.c);
+ *   handler         sse_handler (sse_handler.c), sse_metrics_handler
+ *                   (sse_metrics.c);
+ *   status_hook     mod_status's optional hook: the SSE section of
+ *                   server-status (sse_status.c).
  */
 #define SSE_MODULE_MAIN 1
 #include "httpd.h"
 #include "http_config.h"
 #include "http_request.h"
 #include "mpm_common.h"
+#include "mod_status.h"
 
 #include "mod_sse.h"
 #include "sse_config.h"
 #include "sse_dispatch.h"
+#include "sse_stats.h"
 
 static void sse_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    sse_stats_child_init(pchild, s); /* before anything can count */
     sse_dispatch_child_init(pchild, s);
 }
 
@@ -89,9 +97,13 @@ static void sse_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_check_config(sse_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(sse_stats_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(sse_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(sse_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(sse_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(sse_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, sse_status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(sse) = {

@@ -28,37 +28,9 @@
 #include "sse_bus.h"
 #include "sse_config.h"
 
-/* Per-child statistics. Issue 4 moves these to shared memory (per-child
- * slots summed by the reader); keep every increment going through
- * SSE_STAT_ADD so that move is mechanical. */
-typedef struct sse_stats {
-    uint64_t streams_started;
-    uint64_t streams_active;       /* gauge: inc at start, dec at end */
-    uint64_t ended_client_closed;  /* client went away (FIN/EPIPE/aborted) */
-    uint64_t ended_client_reset;   /* ECONNRESET */
-    uint64_t ended_write_timeout;  /* a write blocked SSEWriteTimeout */
-    uint64_t ended_slow_close;     /* SSESlowClient close */
-    uint64_t ended_server_stopping;/* graceful restart/stop */
-    uint64_t ended_bus_replaced;   /* bus file deleted/replaced */
-    uint64_t ended_error;          /* anything else */
-    uint64_t events_sent;
-    uint64_t bytes_sent;
-    uint64_t flushes;
-    uint64_t events_skipped;       /* slow-client skip */
-    uint64_t events_missed;        /* lapped / stale resume */
-    uint64_t events_oversize;      /* larger than the stream buffer */
-    uint64_t heartbeats;
-    uint64_t resumes;              /* streams started from a Last-Event-ID */
-    uint64_t rejected_no_bus;      /* 503: bus missing/unreadable */
-    uint64_t rejected_limit;       /* 503: SSEMaxStreams reached */
-} sse_stats_t;
-
-extern sse_stats_t sse_stats;
-
-#define SSE_STAT_ADD(field, n) \
-    __atomic_fetch_add(&sse_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
-#define SSE_STAT_SUB(field, n) \
-    __atomic_fetch_sub(&sse_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+/* Statistics (SSE_STAT_ADD/SUB, the flush histogram) live in shared
+ * memory, one slot per child: see sse_stats.h. */
+#include "sse_stats.h"
 
 /* Why a stream ended. */
 typedef enum {
