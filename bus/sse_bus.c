@@ -191,7 +191,11 @@ static void map_wake(sse_bus_t *b, uint32_t epoch)
     close(fd);
     if (w == MAP_FAILED)
         return;
+    b->wake_guard_slot = sse_bus__guard_add(w, SSE_BUS_WAKE_SIZE,
+                                            PROT_READ | PROT_WRITE, 0);
     if (w->magic != SSE_BUS_WAKE_MAGIC || w->epoch != epoch) {
+        sse_bus__guard_remove(b->wake_guard_slot);
+        b->wake_guard_slot = -1;
         munmap(w, SSE_BUS_WAKE_SIZE);
         return;
     }
@@ -419,11 +423,14 @@ int sse_bus_open(const char *path, int mode, sse_bus_t **out,
     b->index = (_Atomic uint64_t *)((char *)map + hdr.index_off);
     b->ring = (const unsigned char *)map + hdr.ring_off;
     b->mask = hdr.capacity - 1;
+    b->index_mask = hdr.index_slots - 1;
     b->map_len = hdr.file_size;
     b->fd = fd;
     b->writable = mode == SSE_BUS_RDWR;
     b->dev = st.st_dev;
     b->ino = st.st_ino;
+    b->wake_guard_slot = -1;
+    b->guard_slot = sse_bus__guard_add(map, hdr.file_size, prot, 1);
     map_wake(b, hdr.epoch);
     *out = b;
     return SSE_BUS_OK;
@@ -433,7 +440,9 @@ void sse_bus_close(sse_bus_t *b)
 {
     if (!b)
         return;
+    sse_bus__guard_remove(b->guard_slot);
     munmap(b->hdr, b->map_len);
+    sse_bus__guard_remove(b->wake_guard_slot);
     if (b->wake)
         munmap(b->wake, SSE_BUS_WAKE_SIZE);
     close(b->fd);
@@ -444,6 +453,18 @@ void sse_bus_close(sse_bus_t *b)
 int sse_bus_is_stale(const sse_bus_t *b)
 {
     struct stat st;
+    /* Truncated under the mapping: caught here before a reader touches a
+     * page past the end, or by the SIGBUS guard after (sse_bus_guard.c). */
+    if (sse_bus__guard_faulted(b->guard_slot)
+        || sse_bus__guard_faulted(b->wake_guard_slot))
+        return 1;
+    if (fstat(b->fd, &st) != 0 || (uint64_t)st.st_size < b->map_len)
+        return 1;
+    /* Overwritten in place (same inode): what open validated has changed;
+     * reopening will say what is wrong with it. */
+    if (b->hdr->magic != SSE_BUS_MAGIC || b->hdr->version != SSE_BUS_VERSION
+        || b->hdr->capacity != b->mask + 1)
+        return 1;
     if (atomic_load_explicit(&b->hdr->flags, memory_order_relaxed)
         & SSE_BUS_F_RETIRED)
         return 1;
