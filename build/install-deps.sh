@@ -12,7 +12,8 @@
 #   build/install-deps.sh --test   also what the test stages need: chromium,
 #                                  node + npm (and playwright-core into
 #                                  test/browser/node_modules), promtool,
-#                                  clang + its sanitizer runtime, psmisc
+#                                  clang + its sanitizer runtime, psmisc,
+#                                  redis-server + libhiredis-dev (relay)
 set -eu
 
 want_test=0
@@ -35,6 +36,11 @@ pkgs="apache2 apache2-dev libapr1-dev libaprutil1-dev check autoconf automake
 libtool pkg-config make gcc curl python3 procps iproute2"
 if [ "$want_test" = 1 ]; then
     pkgs="$pkgs chromium prometheus clang libclang-rt-14-dev psmisc"
+    # strace: test_security.py checks the flags sse-pub create opens with
+    pkgs="$pkgs strace"
+    # the Redis relay: built when hiredis is found, tested against a real
+    # redis-server (test/integration/test_redis_relay.py)
+    pkgs="$pkgs redis-server libhiredis-dev"
     # Prefer a node/npm already on the machine (e.g. NodeSource's nodejs,
     # which bundles npm and conflicts with Debian's npm package).
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

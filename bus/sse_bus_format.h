@@ -124,14 +124,27 @@ struct sse_bus_rec {
     uint16_t id_len;      /* id text at frame + 4 ("id: ") */
     uint16_t flags;       /* SSE_BUS_RECF_* */
     uint32_t frame_len;
-    uint32_t reserved0;   /* 0 */
-    uint64_t ext_key;     /* reserved for a publisher-supplied monotonic
-                             key (e.g. a Redis stream id); 0 = none */
+    uint32_t ord_seq;     /* ordered id MS-SEQ (SSE_BUS_RECF_ORDERED): SEQ; */
+    uint64_t ord_ms;      /* and MS. Both 0 when the flag is clear. Parsed
+                             from the publisher's id at publish time (was
+                             reserved0/ext_key, always 0, before ordered
+                             ids: files stay compatible both ways) */
 };
 
 #define SSE_BUS_REC_EVENT 1
 #define SSE_BUS_REC_PAD 2
-#define SSE_BUS_RECF_PUB_ID 1 /* id supplied by the publisher */
+#define SSE_BUS_RECF_PUB_ID 1    /* id supplied by the publisher */
+#define SSE_BUS_RECF_ORDERED 2   /* ...and it is an ordered id: ord_ms/seq */
+#define SSE_BUS_RECF_BROADCAST 4 /* SSE_BUS_EVF_BROADCAST: every filter */
+
+/* Compare ordered ids (a, b) numerically: <0, 0, >0. */
+static inline int sse_bus_ord_cmp(uint64_t ams, uint32_t aseq, uint64_t bms,
+                                  uint32_t bseq)
+{
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    return aseq < bseq ? -1 : aseq > bseq;
+}
 
 #define SSE_BUS_REC_HDR ((uint32_t)sizeof(struct sse_bus_rec))
 
@@ -159,12 +172,18 @@ struct sse_bus {
     _Atomic uint64_t *index;
     struct sse_bus_wake *wake; /* NULL: no usable wake file (see wait) */
     uint64_t mask;
+    uint64_t index_mask; /* index_slots - 1 from the header as validated at
+                            open; never re-read from the shared header, which
+                            a corrupt writer may change under a reader (found
+                            by test/fuzz/fuzz_bus_reader.c) */
     size_t map_len;
     int fd;
     int writable;
     dev_t dev;
     ino_t ino;
     char *path;
+    int guard_slot;      /* sse_bus_guard.c slot of the mapping, or -1 */
+    int wake_guard_slot; /* same for the wake file's mapping */
 };
 
 static inline uint64_t sse_bus_align(uint64_t n)
@@ -184,5 +203,9 @@ int sse_bus__fail(sse_bus_error_t *err, int code, int sys_errno,
     __attribute__((format(printf, 4, 5)));
 uint64_t sse_bus__now_ns(void);
 void sse_bus__futex_wake(_Atomic uint32_t *addr);
+/* sse_bus_guard.c: record/forget a mapping; was it replaced after SIGBUS? */
+int sse_bus__guard_add(void *base, size_t len, int prot, int is_bus);
+void sse_bus__guard_remove(int slot);
+int sse_bus__guard_faulted(int slot);
 
 #endif /* SSE_BUS_FORMAT_H */

@@ -95,6 +95,34 @@ int sse_bus_parse_id(const char *s, size_t len, uint32_t *epoch, uint64_t *seq)
     return SSE_BUS_OK;
 }
 
+/* MS-SEQ, decimal, MS < 2^64, SEQ < 2^32 (see sse_bus.h: ordered ids). */
+int sse_bus_parse_ordered_id(const char *s, size_t len, uint64_t *ms,
+                             uint32_t *seq)
+{
+    uint64_t v[2] = {0, 0}, lim[2] = {UINT64_MAX, UINT32_MAX};
+    size_t i = 0;
+    if (!s || len < 3 || len > 31)
+        return SSE_BUS_EID;
+    for (int part = 0; part < 2; part++) {
+        size_t start = i;
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            unsigned d = (unsigned)(s[i] - '0');
+            if (v[part] > (lim[part] - d) / 10)
+                return SSE_BUS_EID;
+            v[part] = v[part] * 10 + d;
+        }
+        if (i == start)
+            return SSE_BUS_EID;
+        if (part == 0 && (i == len || s[i++] != '-'))
+            return SSE_BUS_EID;
+    }
+    if (i != len)
+        return SSE_BUS_EID;
+    *ms = v[0];
+    *seq = (uint32_t)v[1];
+    return SSE_BUS_OK;
+}
+
 /* Iterates over the lines of data, split on CR, LF and CRLF. memchr is
  * vectorised; the next CR and next LF are each searched for once. */
 struct lines {
@@ -244,7 +272,8 @@ int sse_bus_event_check(const sse_bus_t *b, const sse_bus_event_t *ev,
                         sse_bus_error_t *err)
 {
     uint32_t len;
-    return sse_bus__event_validate(b->hdr->max_record, ev, &len, err);
+    return sse_bus__event_validate(b ? b->hdr->max_record
+                                     : SSE_BUS_RECORD_DEFAULT, ev, &len, err);
 }
 
 void sse_bus_filter_init(sse_bus_filter_t *f)

@@ -115,14 +115,19 @@ static void append(sse_bus_t *b, const sse_bus_event_t *ev, uint64_t seq,
     r->id_len = (uint16_t)id_len;
     r->flags = ev->id_len ? SSE_BUS_RECF_PUB_ID : 0;
     r->frame_len = frame_len;
-    r->reserved0 = 0;
-    r->ext_key = 0;
+    r->ord_seq = 0;
+    r->ord_ms = 0;
+    if (ev->id_len && sse_bus_parse_ordered_id(ev->id, ev->id_len, &r->ord_ms,
+                                               &r->ord_seq) == SSE_BUS_OK)
+        r->flags |= SSE_BUS_RECF_ORDERED;
+    if (ev->flags & SSE_BUS_EVF_BROADCAST)
+        r->flags |= SSE_BUS_RECF_BROADCAST;
     memcpy((char *)(r + 1), ev->channel, ev->channel_len);
     sse_bus__frame_write((char *)(r + 1) + ev->channel_len, ev, id, id_len);
     __atomic_store_n(&r->len, len, __ATOMIC_RELEASE);
 
     /* Step 3 (part): index slot; readers validate what they find there. */
-    atomic_store_explicit(&b->index[seq & (h->index_slots - 1)], *pos,
+    atomic_store_explicit(&b->index[seq & b->index_mask], *pos,
                           memory_order_relaxed);
     atomic_fetch_add_explicit(&h->bytes_total, frame_len, memory_order_relaxed);
     *pos += len;

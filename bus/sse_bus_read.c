@@ -15,6 +15,12 @@
  * slots are hints: a slot is believed only if the record it points to is
  * below the head, still intact, and carries that very sequence. When the
  * index cannot answer, a bounded linear walk from the tail does.
+ *
+ * Ordered ids (MS-SEQ, e.g. Redis stream ids carried by sse-relay) are
+ * resumed by numeric order, not equality: a linear walk from the tail finds
+ * the first record above the id (O(records); fine for resumes, which are
+ * rare next to deliveries), and the cursor keeps the id as a floor so that
+ * records at or below it appended later are never sent again.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -33,9 +39,21 @@ int sse_bus__filter_match_hash(const sse_bus_filter_t *f, uint32_t hash,
 
 enum { PEEK_OK = 0, PEEK_LAPPED = 1, PEEK_CORRUPT = 2 };
 
+/* The head, as far as walks may go. An honest bus never has more than its
+ * capacity between tail and head (tail, loaded after head, only grows), so
+ * a larger span is a corrupt header: clamp it, so that every walk from the
+ * tail ends within capacity / 8 records instead of going round the ring for
+ * ever (found by test/fuzz/fuzz_bus_reader.c: a full ring and head_pos
+ * 2^40 made sse_bus_cursor_oldest spin). */
 static uint64_t head_acquire(const sse_bus_t *b)
 {
-    return atomic_load_explicit(&b->hdr->head_pos, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&b->hdr->head_pos,
+                                         memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&b->hdr->tail_pos,
+                                         memory_order_relaxed);
+    if (tail <= head && head - tail > b->mask + 1)
+        head = tail + b->mask + 1;
+    return head;
 }
 
 /* After a copy of bytes at pos: were they intact? (see the file comment) */
@@ -52,6 +70,11 @@ static int peek(const sse_bus_t *b, uint64_t pos, struct sse_bus_rec *r)
     uint64_t room = b->mask + 1 - (pos & b->mask);
     int sane;
 
+    /* Records start 8-aligned, so 8 bytes always fit before the ring's end;
+     * an unaligned position (corrupt head/tail/index) could read past it.
+     * Found by test/fuzz/fuzz_bus_reader.c. */
+    if (pos % SSE_BUS_ALIGN != 0)
+        return PEEK_CORRUPT;
     memcpy(r, p, 8); /* len and type: all a padding record is sure to have */
     if (r->type == SSE_BUS_REC_EVENT && room >= SSE_BUS_REC_HDR)
         memcpy(r, p, SSE_BUS_REC_HDR);
@@ -107,7 +130,7 @@ uint64_t sse_bus__last_seq_below(const sse_bus_t *b, uint64_t pos,
                                  uint64_t hint)
 {
     struct sse_bus_rec r;
-    uint64_t slots = b->hdr->index_slots;
+    uint64_t slots = b->index_mask + 1;
     if (pos == 0)
         return 0;
     for (int i = 0; i < 64 && hint > 0; i++, hint--) {
@@ -180,7 +203,7 @@ static uint64_t find_seq(const sse_bus_t *b, uint64_t seq, uint64_t head)
 {
     struct sse_bus_rec r;
     uint64_t p = atomic_load_explicit(
-        &b->index[seq & (b->hdr->index_slots - 1)], memory_order_relaxed);
+        &b->index[seq & b->index_mask], memory_order_relaxed);
     if (p < head && peek(b, p, &r) == PEEK_OK && r.type == SSE_BUS_REC_EVENT
         && r.seq == seq)
         return p;
@@ -242,15 +265,101 @@ static int find_pub_id(sse_bus_cursor_t *c, const char *id, size_t len)
     return 1;
 }
 
+/* Walk the ring from the tail over ordered records. With want_after set,
+ * stop at the first one above (ms, seq) and put c there; always report the
+ * oldest and greatest ordered ids seen. Returns 1 if the walk completed (or
+ * stopped at its target), 0 if it was lapped 8 times or met corruption. */
+typedef struct {
+    int seen;
+    uint64_t old_ms, max_ms;
+    uint32_t old_seq, max_seq;
+} ord_walk_t;
+
+static int walk_ordered(const sse_bus_t *b, sse_bus_cursor_t *c, uint64_t ms,
+                        uint32_t seq, ord_walk_t *w)
+{
+    struct sse_bus_rec r;
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t head = head_acquire(b), p = tail_acquire(b);
+        int rv = PEEK_OK;
+        memset(w, 0, sizeof *w);
+        for (; p < head && (rv = peek(b, p, &r)) == PEEK_OK; p += r.len) {
+            if (r.type != SSE_BUS_REC_EVENT
+                || !(r.flags & SSE_BUS_RECF_ORDERED))
+                continue;
+            if (!w->seen) {
+                w->seen = 1;
+                w->old_ms = w->max_ms = r.ord_ms;
+                w->old_seq = w->max_seq = r.ord_seq;
+            }
+            if (sse_bus_ord_cmp(r.ord_ms, r.ord_seq, w->max_ms,
+                                w->max_seq) > 0) {
+                w->max_ms = r.ord_ms;
+                w->max_seq = r.ord_seq;
+            }
+            if (c && sse_bus_ord_cmp(r.ord_ms, r.ord_seq, ms, seq) > 0) {
+                c->pos = p;
+                c->next_seq = r.seq;
+                return 1;
+            }
+        }
+        if (rv == PEEK_OK) {
+            if (c) { /* nothing above it yet: wait at the head */
+                c->pos = head;
+                c->next_seq = sse_bus__last_seq_below(b, head,
+                    atomic_load_explicit(&b->hdr->head_seq,
+                                         memory_order_relaxed)) + 1;
+            }
+            return 1;
+        }
+        if (rv == PEEK_CORRUPT)
+            return 0;
+    }
+    return 0;
+}
+
+int sse_bus_last_ordered_id(const sse_bus_t *b, uint64_t *ms, uint32_t *seq)
+{
+    ord_walk_t w;
+    if (!walk_ordered(b, NULL, 0, 0, &w) || !w.seen)
+        return 0;
+    *ms = w.max_ms;
+    *seq = w.max_seq;
+    return 1;
+}
+
+/* Resume after an ordered id (see sse_bus.h): before the first record
+ * with a greater ordered id, with a floor so that records at or below it
+ * that a lagging relay appends later are skipped too. GAP when the ring's
+ * oldest ordered record is already above the id: what came between may be
+ * gone (a relay that knows better writes a gap marker instead). */
+static sse_bus_resume_t resume_ordered(sse_bus_cursor_t *c,
+                                       const sse_bus_t *b, uint64_t ms,
+                                       uint32_t seq)
+{
+    ord_walk_t w;
+    cursor_init(c, b);
+    if (!walk_ordered(b, c, ms, seq, &w))
+        sse_bus_cursor_oldest(c, b);
+    c->floor_set = 1;
+    c->floor_ms = ms;
+    c->floor_seq = seq;
+    if (w.seen && sse_bus_ord_cmp(w.old_ms, w.old_seq, ms, seq) > 0)
+        return SSE_BUS_RESUME_GAP;
+    return SSE_BUS_RESUME_EXACT;
+}
+
 sse_bus_resume_t sse_bus_cursor_resume(sse_bus_cursor_t *c,
                                        const sse_bus_t *b, const char *id,
                                        size_t id_len, uint64_t *missed)
 {
-    uint32_t epoch;
-    uint64_t seq, last, head, p;
+    uint32_t epoch, oseq;
+    uint64_t seq, last, head, p, oms;
 
     if (missed)
         *missed = 0;
+    if (id && sse_bus_parse_ordered_id(id, id_len, &oms, &oseq) == SSE_BUS_OK)
+        return resume_ordered(c, b, oms, oseq);
     if (!id || sse_bus_parse_id(id, id_len, &epoch, &seq) != SSE_BUS_OK) {
         cursor_init(c, b);
         if (id && find_pub_id(c, id, id_len))
@@ -321,11 +430,25 @@ int sse_bus_next(sse_bus_cursor_t *c, const sse_bus_filter_t *f, char *dst,
             c->pos += r.len;
             continue;
         }
+        if (c->floor_set && (r.flags & SSE_BUS_RECF_ORDERED)) {
+            /* Resumed from an ordered id: the client has everything at or
+             * below the floor (from another host, maybe). */
+            if (sse_bus_ord_cmp(r.ord_ms, r.ord_seq, c->floor_ms,
+                                c->floor_seq) <= 0) {
+                c->pos += r.len;
+                c->next_seq = r.seq + 1;
+                if (max_scan && ++scanned >= max_scan)
+                    return SSE_BUS_EMPTY;
+                continue;
+            }
+            c->floor_set = 0;
+        }
         memcpy(rec->channel, p + SSE_BUS_REC_HDR, r.chan_len);
         if (!intact(b, c->pos))
             return lapped(c);
-        if (f && !sse_bus__filter_match_hash(f, r.chan_hash, rec->channel,
-                                             r.chan_len)) {
+        if (f && !(r.flags & SSE_BUS_RECF_BROADCAST)
+            && !sse_bus__filter_match_hash(f, r.chan_hash, rec->channel,
+                                           r.chan_len)) {
             c->pos += r.len;
             c->next_seq = r.seq + 1;
             if (max_scan && ++scanned >= max_scan)
@@ -344,6 +467,8 @@ int sse_bus_next(sse_bus_cursor_t *c, const sse_bus_filter_t *f, char *dst,
         rec->time_ns = r.time_ns;
         rec->channel_len = r.chan_len;
         rec->id_len = r.id_len;
+        rec->flags = r.flags & SSE_BUS_RECF_BROADCAST ? SSE_BUS_EVF_BROADCAST
+                                                      : 0;
         rec->frame = dst;
         rec->id = dst ? dst + 4 : NULL;
         c->pos += r.len;

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "sse_bus.h"
+#include "sse_pub_redis.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -283,9 +284,36 @@ static int cmd_create(int argc, char **argv)
 
 static const char publish_help[] =
     "usage: sse-pub publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
+    "       sse-pub publish --redis URL [--stream-key K] [--maxlen N]\n"
+    "                       --channel C [--event T] [DATA | -]\n"
     "Publish one event and print its id. DATA '-' reads the data from stdin\n"
     "(one trailing newline is dropped); no DATA publishes empty data.\n"
-    "Newlines (CR, LF, CRLF) in the data become separate data: lines.\n";
+    "Newlines (CR, LF, CRLF) in the data become separate data: lines.\n"
+    "--redis redis://[:PASSWORD@]HOST:PORT[/DB] appends to a Redis stream\n"
+    "(XADD, default key 'sse', trimmed to about --maxlen entries, default\n"
+    "1000000) instead of a bus; Redis assigns the id, which is printed.\n"
+    "sse-relay copies the stream into each host's bus.\n";
+
+/* Options shared by publish and stream for the Redis target. */
+typedef struct {
+    const char *url, *key;
+    uint64_t maxlen;
+} redis_opts_t;
+
+enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN };
+
+static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
+{
+    switch (c) {
+    case OPT_REDIS: ro->url = optarg; return 0;
+    case OPT_STREAM_KEY: ro->key = optarg; return 0;
+    case OPT_MAXLEN:
+        if (parse_u64(optarg, &ro->maxlen) || ro->maxlen == 0)
+            return usage_error(cmd, "--maxlen must be a positive number");
+        return 0;
+    }
+    return usage_error(cmd, "bad option");
+}
 
 /* Read all of stdin into a malloc'd buffer. */
 static char *slurp_stdin(size_t *len)
@@ -325,9 +353,13 @@ static int cmd_publish(int argc, char **argv)
         {"channel", required_argument, 0, 'c'},
         {"event", required_argument, 0, 'e'},
         {"id", required_argument, 0, 'i'},
+        {"redis", required_argument, 0, OPT_REDIS},
+        {"stream-key", required_argument, 0, OPT_STREAM_KEY},
+        {"maxlen", required_argument, 0, OPT_MAXLEN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL, *id = NULL;
+    redis_opts_t ro = {NULL, "sse", 1000000};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -335,20 +367,29 @@ static int cmd_publish(int argc, char **argv)
         case 'e': event = optarg; break;
         case 'i': id = optarg; break;
         case 'h': fputs(publish_help, stdout); return 0;
+        case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
+            if (redis_opt("publish ", c, &ro))
+                return EXIT_USAGE;
+            break;
         default: return usage_error("publish ", "bad option");
         }
     }
-    int nargs = argc - optind;
-    if (nargs < 1 || nargs > 2)
-        return usage_error("publish ", "publish takes PATH and at most one "
-                                       "DATA argument");
+    int nargs = argc - optind, npath = ro.url ? 0 : 1;
+    if (nargs < npath || nargs > npath + 1)
+        return usage_error("publish ", ro.url ? "publish --redis takes at "
+                           "most one DATA argument and no PATH"
+                           : "publish takes PATH and at most one DATA "
+                             "argument");
     if (!channel)
         return usage_error("publish ", "--channel is required");
-    const char *path = argv[optind];
-    const char *data = nargs == 2 ? argv[optind + 1] : "";
+    if (ro.url && id)
+        return usage_error("publish ", "--id cannot be used with --redis: "
+                                       "Redis assigns the id");
+    const char *path = ro.url ? ro.url : argv[optind];
+    const char *data = nargs == npath + 1 ? argv[optind + npath] : "";
     size_t data_len = strlen(data);
     char *owned = NULL;
-    if (nargs == 2 && strcmp(data, "-") == 0) {
+    if (nargs == npath + 1 && strcmp(data, "-") == 0) {
         owned = slurp_stdin(&data_len);
         if (!owned) {
             msg("cannot read the data from stdin: %s", strerror(errno));
@@ -362,8 +403,31 @@ static int cmd_publish(int argc, char **argv)
         data = owned;
     }
 
+    int rc;
+    if (ro.url) {
+        sse_bus_event_t rev = {
+            .channel = channel, .channel_len = strlen(channel),
+            .event = event, .event_len = event ? strlen(event) : 0,
+            .data = data, .data_len = data_len};
+        sse_bus_error_t rerr;
+        sse_pub_redis_t *r;
+        char rid[64] = "";
+        memset(&rerr, 0, sizeof rerr);
+        rc = sse_bus_event_check(NULL, &rev, &rerr);
+        if (rc != SSE_BUS_OK)
+            rc = bus_error(rc, &rerr, "event");
+        else if ((rc = sse_pub_redis_open(ro.url, ro.key, ro.maxlen, &r))
+                 == 0) {
+            rc = sse_pub_redis_add(r, &rev, 1, rid, sizeof rid);
+            sse_pub_redis_close(r);
+            if (rc == 0)
+                printf("%s\n", rid);
+        }
+        free(owned);
+        return rc;
+    }
     sse_bus_t *bus;
-    int rc = open_bus(path, SSE_BUS_RDWR, &bus);
+    rc = open_bus(path, SSE_BUS_RDWR, &bus);
     if (rc) {
         free(owned);
         return rc;
@@ -405,7 +469,10 @@ static int cmd_publish(int argc, char **argv)
 static const char stream_help[] =
     "usage: sse-pub stream PATH [--channel C] [--event T]"
     " [--format lines|ndjson]\n"
-    "Publish one event per stdin line until end of input.\n"
+    "       sse-pub stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "Publish one event per stdin line until end of input (to a Redis\n"
+    "stream with --redis: see `sse-pub publish --help`; ndjson ids are\n"
+    "then ignored, Redis assigns them).\n"
     "  lines   the line is the data (a trailing CR is dropped); --channel\n"
     "          is required, --event optional\n"
     "  ndjson  {\"channel\":\"c\",\"event\":\"t\",\"id\":\"x\",\"data\":\"...\"}"
@@ -586,6 +653,7 @@ static const char *ndjson_parse(char *line, size_t n, ndjson_fields_t *f)
 
 typedef struct {
     sse_bus_t *bus;
+    sse_pub_redis_t *redis; /* --redis: events go there, bus is NULL */
     const char *path;
     sse_bus_event_t evs[STREAM_BATCH_MAX];
     size_t n, bytes;
@@ -601,6 +669,16 @@ static int batch_flush(batch_t *b)
     memset(&err, 0, sizeof err);
     uint64_t first;
     size_t bad = 0;
+    if (b->redis) {
+        if (sse_pub_redis_add(b->redis, b->evs, b->n, NULL, 0)) {
+            b->failed = 1;
+            return -1;
+        }
+        b->published += b->n;
+        b->n = 0;
+        b->bytes = 0;
+        return 0;
+    }
     int rc = sse_bus_publish_batch(b->bus, b->evs, b->n, &first, &bad, &err);
     if (rc != SSE_BUS_OK) {
         /* every event was checked before it joined the batch, so this is a
@@ -627,9 +705,13 @@ static int cmd_stream(int argc, char **argv)
         {"channel", required_argument, 0, 'c'},
         {"event", required_argument, 0, 'e'},
         {"format", required_argument, 0, 'F'},
+        {"redis", required_argument, 0, OPT_REDIS},
+        {"stream-key", required_argument, 0, OPT_STREAM_KEY},
+        {"maxlen", required_argument, 0, OPT_MAXLEN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL;
+    redis_opts_t ro = {NULL, "sse", 1000000};
     int ndjson = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -642,25 +724,39 @@ static int cmd_stream(int argc, char **argv)
                                                "ndjson, not '%s'", optarg);
             break;
         case 'h': fputs(stream_help, stdout); return 0;
+        case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
+            if (redis_opt("stream ", c, &ro))
+                return EXIT_USAGE;
+            break;
         default: return usage_error("stream ", "bad option");
         }
     }
-    if (optind != argc - 1)
-        return usage_error("stream ", "stream takes exactly one PATH");
+    if (optind != argc - (ro.url ? 0 : 1))
+        return usage_error("stream ", ro.url ? "stream --redis takes no PATH"
+                                             : "stream takes exactly one "
+                                               "PATH");
     if (!ndjson && !channel)
         return usage_error("stream ", "--channel is required with "
                                       "--format lines");
     static batch_t b; /* large (evs); one per process */
-    b.path = argv[optind];
-    int rc = open_bus(b.path, SSE_BUS_RDWR, &b.bus);
-    if (rc)
-        return rc;
+    int rc;
+    if (ro.url) {
+        b.path = ro.url;
+        if ((rc = sse_pub_redis_open(ro.url, ro.key, ro.maxlen, &b.redis)))
+            return rc;
+    } else {
+        b.path = argv[optind];
+        if ((rc = open_bus(b.path, SSE_BUS_RDWR, &b.bus)))
+            return rc;
+    }
 
     size_t cap = STREAM_BUF_INIT;
     char *buf = malloc(cap);
     if (!buf) {
         msg("out of memory for the input buffer: free some memory");
-        sse_bus_close(b.bus);
+        if (b.bus)
+            sse_bus_close(b.bus);
+        sse_pub_redis_close(b.redis);
         return EXIT_RUNTIME;
     }
     size_t start = 0, fill = 0; /* unparsed bytes are buf[start, fill) */
@@ -757,7 +853,7 @@ static int cmd_stream(int argc, char **argv)
             }
             if (f.v[0]) { ev.channel = f.v[0]; ev.channel_len = f.len[0]; }
             if (f.v[1]) { ev.event = f.v[1]; ev.event_len = f.len[1]; }
-            if (f.v[2]) { ev.id = f.v[2]; ev.id_len = f.len[2]; }
+            if (f.v[2] && !b.redis) { ev.id = f.v[2]; ev.id_len = f.len[2]; }
             ev.data = f.v[3] ? f.v[3] : "";
             ev.data_len = f.v[3] ? f.len[3] : 0;
         }
@@ -783,7 +879,9 @@ static int cmd_stream(int argc, char **argv)
     if (!b.failed)
         batch_flush(&b);
     free(buf);
-    sse_bus_close(b.bus);
+    if (b.bus)
+        sse_bus_close(b.bus);
+    sse_pub_redis_close(b.redis);
     if (b.failed)
         return EXIT_RUNTIME;
     if (rejected) {
@@ -1135,12 +1233,17 @@ static int cmd_tail(int argc, char **argv)
 
 /* ------------------------------------------------------------------ main */
 
+/* test/fuzz/fuzz_ndjson.c includes this file with SSE_PUB_NO_MAIN defined
+ * to reach the static NDJSON parser; sse-pub itself is built without it. */
+#ifndef SSE_PUB_NO_MAIN
 static const char main_help[] =
     "usage: sse-pub COMMAND [ARGS]   (sse-pub COMMAND --help for details)\n"
     "  create PATH [--capacity SIZE] [--max-record SIZE] [--mode 0640]\n"
     "              [--owner USER] [--group GROUP] [--force]\n"
     "  publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
     "  stream PATH [--channel C] [--event T] [--format lines|ndjson]\n"
+    "  publish|stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "              (to a Redis stream; sse-relay feeds each host's bus)\n"
     "  info PATH [--json]\n"
     "  tail PATH [--channel C ...] [--from ID | --oldest | --last N]\n"
     "            [--count N] [--timeout SEC]\n"
@@ -1167,3 +1270,4 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "tail") == 0) return cmd_tail(argc, argv);
     return usage_error(NULL, "unknown command '%s'", cmd);
 }
+#endif /* SSE_PUB_NO_MAIN */

@@ -128,8 +128,17 @@ int sse_bus_open(const char *path, int mode, sse_bus_t **bus,
 void sse_bus_close(sse_bus_t *bus);
 
 /* 1 if the file at the bus's path is no longer the one mapped (deleted,
- * replaced by a new bus) or the mapped bus is marked retired; 0 otherwise. */
+ * replaced by a new bus), the file was truncated below the mapping, its
+ * header was overwritten (magic, version, capacity), or the mapped bus is
+ * marked retired; 0 otherwise. */
 int sse_bus_is_stale(const sse_bus_t *bus);
+
+/* Process-wide, idempotent: install a SIGBUS handler so that a bus file
+ * truncated under this process's mappings makes its readers see a retired,
+ * empty bus instead of killing the process (see bus/sse_bus_guard.c).
+ * Threads that read a bus must not block SIGBUS. Any other SIGBUS goes to
+ * the disposition that was in place before. Returns 0, or -1 (errno). */
+int sse_bus_guard_install(void);
 
 typedef struct sse_bus_info {
     uint32_t version;
@@ -162,10 +171,18 @@ typedef struct sse_bus_event {
     const char *event;   size_t event_len;   /* optional "event:" type */
     const char *id;      size_t id_len;      /* optional; default: bus id */
     const char *data;    size_t data_len;    /* may be empty */
+    unsigned flags;                          /* SSE_BUS_EVF_*; 0 = none */
 } sse_bus_event_t;
 
+/* Event flags (sse_bus_event_t.flags, sse_bus_record_t.flags).
+ * BROADCAST: delivered to every cursor whatever its channel filter. The
+ * Redis relay uses it for its gap markers (event type "sse-reset"), which
+ * every stream must see. */
+#define SSE_BUS_EVF_BROADCAST 1u
+
 /* Check an event against the framing rules and the bus limits without
- * publishing it. Returns SSE_BUS_OK or the code publish would return. */
+ * publishing it. Returns SSE_BUS_OK or the code publish would return.
+ * bus may be NULL: the limits of a bus created with default options. */
 int sse_bus_event_check(const sse_bus_t *bus, const sse_bus_event_t *ev,
                         sse_bus_error_t *err);
 
@@ -189,6 +206,22 @@ size_t sse_bus_format_id(uint32_t epoch, uint64_t seq, char *buf);
 /* Parse a bus-assigned id. SSE_BUS_OK, or SSE_BUS_EID if malformed. */
 int sse_bus_parse_id(const char *s, size_t len, uint32_t *epoch,
                      uint64_t *seq);
+
+/* Ordered ids. A publisher-supplied id of the form MS-SEQ (decimal; MS fits
+ * 64 bits, SEQ 32 bits), e.g. a Redis stream id "1700000000000-3", is an
+ * "ordered id": the bus stores its numeric value in the record, and resuming
+ * from one compares numerically (the first record with a greater id), so a
+ * client can move between hosts whose buses carry the same ordered ids.
+ * Publishing ordered ids out of order is not refused, but resume then only
+ * promises "nothing at or below the id is sent again". */
+int sse_bus_parse_ordered_id(const char *s, size_t len, uint64_t *ms,
+                             uint32_t *seq);
+
+/* The greatest ordered id in the ring (walks it from the tail: O(records),
+ * meant for a relay's start-up). 1 and *ms, *seq set if there is one, 0 if
+ * the ring holds no ordered id. */
+int sse_bus_last_ordered_id(const sse_bus_t *bus, uint64_t *ms,
+                            uint32_t *seq);
 
 /* ------------------------------------------------------------------- read */
 
@@ -219,6 +252,13 @@ typedef struct sse_bus_cursor {
     uint64_t next_seq; /* sequence expected next; 0 = not yet known */
     uint64_t lost;     /* events lost to lapping, last time it happened */
     uint64_t lost_total;
+    /* Set by a resume from an ordered id: records with an ordered id at or
+     * below (floor_ms, floor_seq) are skipped, even ones appended later (a
+     * relay on this host may lag the host the client came from). Cleared
+     * at the first ordered record above it. */
+    int floor_set;
+    uint32_t floor_seq;
+    uint64_t floor_ms;
 } sse_bus_cursor_t;
 
 /* Start after the newest event: only events published from now on. */
@@ -239,12 +279,18 @@ typedef enum {
                                   starts at the oldest event */
     SSE_BUS_RESUME_FUTURE = 3, /* id newer than the head (corrupt client
                                   state): starts at the newest */
-    SSE_BUS_RESUME_UNKNOWN = 4 /* not a bus id and no record carries it:
+    SSE_BUS_RESUME_UNKNOWN = 4, /* not a bus id and no record carries it:
                                   starts at the oldest event */
+    SSE_BUS_RESUME_GAP = 5     /* ordered id older than the oldest ordered
+                                  record held (ring wrapped, bus rebuilt, or
+                                  the relay found a gap): events after it
+                                  may be lost; the client must reload its
+                                  state. Starts at the oldest event. */
 } sse_bus_resume_t;
 
 /* Position c right after the event whose id is `id` (a bus id, or a
- * publisher-supplied id still in the ring). Never fails: the return value
+ * publisher-supplied id still in the ring, or an ordered id: then right
+ * before the first record with a greater ordered id, see floor_*). Never fails: the return value
  * says how exact it was; *missed (may be NULL) receives how many events
  * the client cannot get back (STALE only; otherwise 0). */
 sse_bus_resume_t sse_bus_cursor_resume(sse_bus_cursor_t *c,
@@ -262,9 +308,11 @@ typedef struct sse_bus_record {
     const char *frame;  /* "id: ...\n[event: ...\n]data: ...\n\n" */
     const char *id;     /* inside frame */
     char channel[SSE_BUS_CHANNEL_MAX];
+    unsigned flags;     /* SSE_BUS_EVF_* the event was published with */
 } sse_bus_record_t;
 
-/* Read the next record whose channel matches f (NULL: all channels),
+/* Read the next record whose channel matches f (NULL: all channels; a
+ * record flagged SSE_BUS_EVF_BROADCAST matches every filter),
  * copying its frame into dst (dst_len bytes). With dst NULL only the
  * header is read (seq, time, channel, lengths; frame and id are NULL):
  * what a dispatcher or a skipping reader needs, at no copy of the frame.

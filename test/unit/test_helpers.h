@@ -77,6 +77,8 @@ uint64_t th_now_ns(void);
 TCase *format_tcase(void);
 TCase *publish_tcase(void);
 TCase *read_tcase(void);
+TCase *guard_tcase(void);
 TCase *procs_tcase(void);
+TCase *ordered_tcase(void);
 
 #endif

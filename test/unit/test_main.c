@@ -14,7 +14,9 @@ int main(void)
     suite_add_tcase(s, format_tcase());
     suite_add_tcase(s, publish_tcase());
     suite_add_tcase(s, read_tcase());
+    suite_add_tcase(s, guard_tcase());
     suite_add_tcase(s, procs_tcase());
+    suite_add_tcase(s, ordered_tcase());
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
