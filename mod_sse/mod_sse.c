@@ -22,11 +22,14 @@
 #include "httpd.h"
 #include "http_config.h"
 #include "http_request.h"
+#include "http_core.h"
+#include "http_main.h"
 #include "mpm_common.h"
 #include "mod_status.h"
 
 #include "mod_sse.h"
 #include "sse_config.h"
+#include "sse_detach.h"
 #include "sse_dispatch.h"
 #include "sse_stats.h"
 
@@ -34,6 +37,17 @@ static void sse_child_init(apr_pool_t *pchild, server_rec *s)
 {
     sse_stats_child_init(pchild, s); /* before anything can count */
     sse_dispatch_child_init(pchild, s);
+    sse_detach_child_init(pchild, s); /* after: its pre-cleanup runs first */
+}
+
+static int sse_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    int rv = sse_stats_post_config(pconf, plog, ptemp, s);
+    if (rv == OK && ap_state_query(AP_SQ_MAIN_STATE)
+                        != AP_SQ_MS_CREATE_PRE_CONFIG)
+        sse_detach_check_mpm(s);
+    return rv;
 }
 
 static void sse_child_stopping(apr_pool_t *pchild, int graceful)
@@ -90,6 +104,17 @@ static const command_rec sse_cmds[] = {
     AP_INIT_TAKE1("SSEMaxStreams", sse_cmd_max_streams, NULL, RSRC_CONF,
                   "concurrent streams per child process (default 0 = "
                   "unlimited)"),
+    AP_INIT_TAKE1("SSEMode", sse_cmd_mode, NULL, RSRC_CONF | ACCESS_CONF,
+                  "threaded, detached or auto: who serves an open stream "
+                  "(default threaded)"),
+    AP_INIT_TAKE1("SSERetrySpread", sse_cmd_retry_spread, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "ms of random spread added to retry: when a restart ends "
+                  "streams (default 2000)"),
+    AP_INIT_TAKE1("SSEDetachedThreads", sse_cmd_detached_threads, NULL,
+                  RSRC_CONF,
+                  "event-loop threads per child for detached streams "
+                  "(default 1)"),
     { NULL }
 };
 
@@ -97,7 +122,7 @@ static void sse_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_check_config(sse_check_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_post_config(sse_stats_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(sse_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(sse_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(sse_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(sse_handler, NULL, NULL, APR_HOOK_MIDDLE);

@@ -8,6 +8,8 @@
  *   sse_stream.c    what a stream sends (cursor, filter, policies, stats),
  *                   independent of how bytes reach the client (the sink)
  *   sse_handler.c   the request handler and the threaded brigade sink
+ *   sse_detach.c    detached streams: per-child epoll loops, the
+ *                   non-blocking sink, the hand-off from the handler
  *   mod_sse.c       module record, directive table, hook registration
  *
  * Log message numbers: this module uses APLOGNO(10500) .. APLOGNO(10599),

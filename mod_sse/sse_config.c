@@ -41,6 +41,8 @@ void *sse_create_dir_conf(apr_pool_t *p, char *dir)
     c->slow_lag = SSE_DEFAULT_SLOW_LAG;
     c->replay = 0;
     c->leid_param = SSE_DEFAULT_LEID_PARAM;
+    c->mode = SSE_DEFAULT_MODE;
+    c->retry_spread_ms = SSE_DEFAULT_RETRY_SPREAD_MS;
     return c;
 }
 
@@ -67,6 +69,8 @@ void *sse_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     SSE_MERGE(slow_lag);
     SSE_MERGE(replay);
     SSE_MERGE(leid_param);
+    SSE_MERGE(mode);
+    SSE_MERGE(retry_spread_ms);
     return c;
 }
 
@@ -75,6 +79,7 @@ void *sse_create_srv_conf(apr_pool_t *p, server_rec *s)
     sse_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
     (void)s;
     c->max_streams = 0;
+    c->detached_threads = SSE_DEFAULT_DETACHED_THREADS;
     return c;
 }
 
@@ -83,6 +88,7 @@ void *sse_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     sse_srv_conf_t *base = basev, *add = addv;
     sse_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
     SSE_MERGE(max_streams);
+    SSE_MERGE(detached_threads);
     return c;
 }
 
@@ -132,13 +138,18 @@ static const char *parse_int(cmd_parms *cmd, const char *arg, int lo, int hi,
 }
 
 /* A channel name the bus would accept (non-empty, <= SSE_BUS_CHANNEL_MAX,
- * no CR/LF/NUL). Returns NULL or an error message. */
+ * no control character: the bus's rule, else sse_bus_filter_add silently
+ * drops the name at request time). Returns NULL or an error message. */
 static const char *check_channel(cmd_parms *cmd, const char *name)
 {
-    size_t len = strlen(name);
-    if (len == 0 || len > SSE_BUS_CHANNEL_MAX || strpbrk(name, "\r\n"))
+    size_t len = strlen(name), i;
+    for (i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            break;
+    if (len == 0 || len > SSE_BUS_CHANNEL_MAX || i < len)
         return apr_psprintf(cmd->pool, "%s: channel name '%s' is invalid: "
-                            "it must be 1 to %d bytes without CR or LF",
+                            "it must be 1 to %d bytes without control "
+                            "characters (tab, CR, LF, ...)",
                             cmd->cmd->name, name, SSE_BUS_CHANNEL_MAX);
     return NULL;
 }
@@ -361,6 +372,73 @@ const char *sse_cmd_max_streams(cmd_parms *cmd, void *dc, const char *arg)
     err = parse_int(cmd, arg, 0, 1000000, &c->max_streams);
     if (!err)
         c->max_streams_set = 1;
+    return err;
+}
+
+const char *sse_mode_str(sse_mode_t m)
+{
+    switch (m) {
+    case SSE_MODE_THREADED: return "threaded";
+    case SSE_MODE_DETACHED: return "detached";
+    case SSE_MODE_AUTO: return "auto";
+    }
+    return "?";
+}
+
+/* SSEMode threaded|detached|auto
+ * Context: server config, virtual host, directory (<Location> etc.).
+ * Default: threaded. threaded: the stream holds a worker thread for its
+ * life. detached: after the headers, the socket is handed to the child's
+ * epoll loop (plain HTTP/1.x on the event MPM only; elsewhere the stream
+ * stays threaded and the error log says why, once per child and reason).
+ * auto: detached wherever that is possible, silently threaded elsewhere. */
+const char *sse_cmd_mode(cmd_parms *cmd, void *dc, const char *arg)
+{
+    sse_dir_conf_t *c = dc;
+    (void)cmd;
+    if (!strcasecmp(arg, "threaded"))
+        c->mode = SSE_MODE_THREADED;
+    else if (!strcasecmp(arg, "detached"))
+        c->mode = SSE_MODE_DETACHED;
+    else if (!strcasecmp(arg, "auto"))
+        c->mode = SSE_MODE_AUTO;
+    else
+        return "SSEMode: expects 'threaded', 'detached' or 'auto'";
+    c->mode_set = 1;
+    return NULL;
+}
+
+/* SSERetrySpread MS
+ * Context: server config, virtual host, directory (<Location> etc.).
+ * Default: 2000; 0 = none. When a graceful restart or stop ends a stream,
+ * its final "retry:" is SSERetry plus a random 0..MS, so that thousands of
+ * clients do not reconnect in the same millisecond. */
+const char *sse_cmd_retry_spread(cmd_parms *cmd, void *dc, const char *arg)
+{
+    sse_dir_conf_t *c = dc;
+    const char *err = parse_int(cmd, arg, 0, 3600000, &c->retry_spread_ms);
+    if (!err)
+        c->retry_spread_ms_set = 1;
+    return err;
+}
+
+/* SSEDetachedThreads N
+ * Context: server config (global).
+ * Default: 1; 1..64. Event-loop threads per child serving detached
+ * streams; streams are spread across them round-robin. */
+const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
+                                     const char *arg)
+{
+    sse_srv_conf_t *c = ap_get_module_config(cmd->server->module_config,
+                                             &sse_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err)
+        return err;
+    err = parse_int(cmd, arg, 1, SSE_MAX_DETACHED_THREADS,
+                    &c->detached_threads);
+    if (!err)
+        c->detached_threads_set = 1;
     return err;
 }
 

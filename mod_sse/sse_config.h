@@ -26,8 +26,19 @@
 #define SSE_MAX_BUFFER_SIZE (64u * 1024u * 1024u)
 #define SSE_DEFAULT_SLOW_LAG (1024u * 1024u)
 #define SSE_RETRY_AFTER_S "5"
+#define SSE_DEFAULT_RETRY_SPREAD_MS 2000
+#define SSE_DEFAULT_DETACHED_THREADS 1
+#define SSE_MAX_DETACHED_THREADS 64
 
 typedef enum { SSE_SLOW_SKIP = 0, SSE_SLOW_CLOSE = 1 } sse_slow_policy_t;
+
+/* SSEMode: how a stream is served (sse_detach.h). */
+typedef enum {
+    SSE_MODE_THREADED = 0,
+    SSE_MODE_DETACHED = 1,
+    SSE_MODE_AUTO = 2
+} sse_mode_t;
+#define SSE_DEFAULT_MODE SSE_MODE_THREADED
 
 typedef struct sse_dir_conf {
     const char *bus_path;             int bus_path_set;
@@ -43,10 +54,13 @@ typedef struct sse_dir_conf {
     apr_uint64_t slow_lag;            int slow_lag_set;
     int replay;                       int replay_set;
     const char *leid_param;           int leid_param_set;
+    sse_mode_t mode;                  int mode_set;
+    int retry_spread_ms;              int retry_spread_ms_set;
 } sse_dir_conf_t;
 
 typedef struct sse_srv_conf {
     int max_streams; int max_streams_set; /* per child; 0 = unlimited */
+    int detached_threads; int detached_threads_set; /* loops per child */
 } sse_srv_conf_t;
 
 void *sse_create_dir_conf(apr_pool_t *p, char *dir);
@@ -69,6 +83,11 @@ const char *sse_cmd_slow_client_lag(cmd_parms *cmd, void *dc, const char *arg);
 const char *sse_cmd_replay(cmd_parms *cmd, void *dc, const char *arg);
 const char *sse_cmd_leid_param(cmd_parms *cmd, void *dc, const char *arg);
 const char *sse_cmd_max_streams(cmd_parms *cmd, void *dc, const char *arg);
+const char *sse_cmd_mode(cmd_parms *cmd, void *dc, const char *arg);
+const char *sse_cmd_retry_spread(cmd_parms *cmd, void *dc, const char *arg);
+const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
+                                     const char *arg);
+const char *sse_mode_str(sse_mode_t m);
 
 /* check_config hook: a section with `SetHandler sse-stream` must also have
  * SSEBus and SSEChannel or SSEChannelAllow (here or in an enclosing scope).

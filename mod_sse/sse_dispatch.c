@@ -19,6 +19,7 @@
  * Callers: mod_sse.c (child_init, child_stopping), sse_handler.c.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 
 #include "mod_sse.h"
 #include "sse_dispatch.h"
+#include "sse_trim.h"
 
 #define SSE_DISPATCH_WAIT_MS 1000      /* also: how often stale is checked */
 #define SSE_OPEN_LOG_INTERVAL apr_time_from_sec(10)
@@ -52,6 +54,9 @@ struct sse_busref {
     int stale;            /* written under reg_mu, read atomically */
     int thread_started;
     pthread_t thread;
+    sse_bus_cursor_t start; /* the dispatcher's first position, taken by
+                               the acquiring thread before any stream can
+                               position its own cursor (so none is ahead) */
 
     pthread_mutex_t mu;   /* guards everything below */
     sse_chan_t **buckets;
@@ -84,7 +89,9 @@ apr_status_t sse_waiter_init(sse_waiter_t *w)
     pthread_condattr_t ca;
     int rc;
 
-    memset(w, 0, sizeof(*w));
+    /* Not subs[]: written before they are read (nsubs counts them), and a
+     * detached stream allocates only the ones it uses (sse_detach.c). */
+    memset(w, 0, offsetof(sse_waiter_t, subs));
     if ((rc = pthread_mutex_init(&w->mu, NULL)) != 0)
         return rc;
     pthread_condattr_init(&ca);
@@ -115,14 +122,32 @@ void sse_waiter_destroy(sse_waiter_t *w)
 
 static void waiter_raise(sse_waiter_t *w, unsigned flags)
 {
+    int notify = 0;
+
     pthread_mutex_lock(&w->mu);
     /* A waiter already flagged will look at the bus anyway: no second
      * signal (a burst of N records costs one wake-up, not N). */
     if ((w->flags & flags) != flags) {
         w->flags |= flags;
-        pthread_cond_signal(&w->cv);
+        if (w->notify)
+            notify = 1;
+        else
+            pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
+    if (notify)
+        w->notify(w->notify_arg);
+}
+
+unsigned sse_waiter_take(sse_waiter_t *w)
+{
+    unsigned flags;
+
+    pthread_mutex_lock(&w->mu);
+    flags = w->flags;
+    w->flags &= ~SSE_WAKE_PENDING;
+    pthread_mutex_unlock(&w->mu);
+    return flags;
 }
 
 unsigned sse_waiter_wait(sse_waiter_t *w, apr_interval_time_t timeout_us)
@@ -295,13 +320,21 @@ void sse_dispatch_unregister(sse_waiter_t *w)
 }
 
 /* Wake every waiter of ref with flags. */
-static unsigned wake_all(sse_busref_t *ref, unsigned flags)
+/* Caller holds ref->mu. */
+static unsigned wake_all_locked(sse_busref_t *ref, unsigned flags)
 {
     sse_waiter_t *w;
     unsigned n = 0;
-    pthread_mutex_lock(&ref->mu);
     for (w = ref->all; w; w = w->all_next, n++)
         waiter_raise(w, flags);
+    return n;
+}
+
+static unsigned wake_all(sse_busref_t *ref, unsigned flags)
+{
+    unsigned n;
+    pthread_mutex_lock(&ref->mu);
+    n = wake_all_locked(ref, flags);
     pthread_mutex_unlock(&ref->mu);
     return n;
 }
@@ -339,7 +372,7 @@ static void *dispatcher_main(void *arg)
     sse_bus_record_t rec;
     apr_time_t last_stale_check = apr_time_now();
 
-    sse_bus_cursor_newest(&cur, ref->bus);
+    cur = ref->start;
     while (!sse_dispatch_stopping()) {
         int rc = sse_bus_wait(ref->bus, cur.pos, SSE_DISPATCH_WAIT_MS);
         apr_time_t now;
@@ -363,7 +396,9 @@ static void *dispatcher_main(void *arg)
             pthread_mutex_lock(&ref->mu);
             do {
                 rc = sse_bus_next(&cur, NULL, NULL, 0, &rec, 4096);
-                if (rc == SSE_BUS_OK)
+                if (rc == SSE_BUS_OK && (rec.flags & SSE_BUS_EVF_BROADCAST))
+                    wake_all_locked(ref, SSE_WAKE_PENDING); /* gap marker */
+                else if (rc == SSE_BUS_OK)
                     wake_channel_locked(ref, rec.channel, rec.channel_len);
             } while (rc == SSE_BUS_OK && ++n < SSE_DISPATCH_BATCH);
             pthread_mutex_unlock(&ref->mu);
@@ -397,26 +432,33 @@ static void *dispatcher_main(void *arg)
             >= apr_time_from_msec(SSE_DISPATCH_WAIT_MS)) {
             last_stale_check = now;
             if (sse_bus_is_stale(ref->bus)) {
-                mark_stale(ref, "was deleted or replaced");
+                mark_stale(ref, "was deleted, replaced or truncated");
                 return NULL;
             }
         }
+        /* Streams left? Give their freed malloc memory back (sse_trim.c). */
+        sse_trim_tick();
     }
     return NULL;
 }
 
-/* Start ref's dispatcher with every signal blocked: httpd's signals
- * (SIGTERM, SIGUSR1, SIGHUP, SIGPIPE...) must reach the MPM's threads, not
- * this one. Under prefork a SIGTERM run on this thread would destroy the
- * child pool here and join this very thread. */
-static int start_dispatcher(sse_busref_t *ref)
+/* Start a module thread with every asynchronous signal blocked: httpd's
+ * signals (SIGTERM, SIGUSR1, SIGHUP, SIGPIPE...) must reach the MPM's
+ * threads, not ours; under prefork a SIGTERM run on such a thread would
+ * destroy the child pool there and join that very thread. The synchronous
+ * faults stay unblocked: a blocked SIGBUS raised by a read of a truncated
+ * bus kills the process instead of reaching the bus guard
+ * (sse_bus_guard_install in child_init). */
+int sse_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 {
     sigset_t all, old;
     int rc;
 
     sigfillset(&all);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGSEGV);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&ref->thread, NULL, dispatcher_main, ref);
+    rc = pthread_create(t, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
@@ -549,7 +591,10 @@ int sse_dispatch_acquire(const char *path, server_rec *s, sse_busref_t **out,
         }
         ref->bus = bus;
         chan_grow(ref);
-        if ((rc = start_dispatcher(ref)) != 0) {
+        /* Here, not in the new thread: a thread that starts late would
+         * skip records committed after the first stream's cursor. */
+        sse_bus_cursor_newest(&ref->start, bus);
+        if ((rc = sse_thread_start(&ref->thread, dispatcher_main, ref)) != 0) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rc, s, APLOGNO(10534)
                          "cannot start the dispatcher thread for bus %s; "
                          "streams will poll once a second", path);
@@ -648,6 +693,15 @@ void sse_dispatch_child_init(apr_pool_t *pchild, server_rec *s)
 {
     main_server = s;
     __atomic_store_n(&sse_stopping_flag, 0, __ATOMIC_RELEASE);
+    /* A bus truncated under our read-only mapping must not kill the child
+     * (SIGBUS): readers see a retired bus, the dispatcher's stale check
+     * ends its streams, new ones get 503 until a valid bus is back
+     * (bus/sse_bus_guard.c). Installed after httpd's
+     * own fatal-signal handlers, which the guard chains to. */
+    if (sse_bus_guard_install() != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, APLOGNO(10536)
+                     "cannot install the SIGBUS guard: a bus file truncated "
+                     "while mapped will crash this child");
     /* Pre-cleanup: runs before the child pool's subpools and other
      * cleanups, while the module is still mapped. */
     apr_pool_pre_cleanup_register(pchild, NULL, dispatch_shutdown);

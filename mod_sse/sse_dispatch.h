@@ -44,6 +44,14 @@ struct sse_waiter {
     pthread_cond_t cv;   /* CLOCK_MONOTONIC: immune to wall-clock jumps */
     unsigned flags;      /* SSE_WAKE_*; guarded by mu */
     int initialised;
+    /* Detached streams (sse_detach.c) have no thread sleeping on cv: when
+     * set, a raise calls notify(notify_arg) instead of signalling, after
+     * releasing mu (it queues the stream for its loop thread). Set once
+     * before registration. Raises come under the busref's mutex (or from
+     * sse_dispatch_register itself), so none is in flight once
+     * sse_dispatch_unregister has returned. */
+    void (*notify)(void *arg);
+    void *notify_arg;
 
     /* Registration; guarded by the busref's mutex. */
     sse_busref_t *ref;
@@ -82,5 +90,12 @@ void sse_dispatch_unregister(sse_waiter_t *w);
 /* Sleep until woken or timeout_us passes; returns and clears the flags
  * (0 = timed out). STOP and BUS_GONE stay set once raised. */
 unsigned sse_waiter_wait(sse_waiter_t *w, apr_interval_time_t timeout_us);
+/* The same without sleeping: returns and clears the flags (PENDING only). */
+unsigned sse_waiter_take(sse_waiter_t *w);
+
+/* Start a module thread (dispatcher, detached loop) with httpd's signals
+ * blocked and SIGBUS/SIGSEGV left to the bus guard. pthread_create's
+ * return value. */
+int sse_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif /* SSE_DISPATCH_H */

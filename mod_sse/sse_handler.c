@@ -39,7 +39,9 @@
 
 #include "mod_sse.h"
 #include "sse_config.h"
+#include "sse_detach.h"
 #include "sse_dispatch.h"
+#include "sse_trim.h"
 #include "sse_stream.h"
 
 /* Longest sleep without looking at c->aborted (HTTP/2 sets it while we
@@ -101,6 +103,7 @@ static apr_status_t sse_req_cleanup(void *data)
     if (q->active) {
         SSE_STAT_SUB(streams_active, 1);
         q->active = 0;
+        sse_trim_note_end(); /* the dispatcher trims malloc once quiet */
     }
     if (q->counted) {
         apr_atomic_dec32(&sse_open_streams);
@@ -190,14 +193,26 @@ static int add_client_channel(request_rec *r, const sse_dir_conf_t *dc,
                               sse_bus_filter_t *f, const char *name,
                               size_t len, const char **why)
 {
-    if (len == 0 || len > SSE_BUS_CHANNEL_MAX || memchr(name, '\0', len)
-        || memchr(name, '\r', len) || memchr(name, '\n', len)) {
+    char cname[SSE_BUS_CHANNEL_MAX + 1];
+    size_t i;
+    /* The bus's rule (sse_bus_frame.c): no control character at all, not
+     * only CR/LF/NUL; otherwise sse_bus_filter_add refuses the name below
+     * and the client would be told "too many channels". */
+    for (i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            break;
+    if (len == 0 || len > SSE_BUS_CHANNEL_MAX || i < len) {
         *why = apr_psprintf(r->pool, "invalid channel name: it must be 1 to "
-                            "%d bytes without CR, LF or NUL",
-                            SSE_BUS_CHANNEL_MAX);
+                            "%d bytes without control characters (CR, LF, "
+                            "NUL, ...)", SSE_BUS_CHANNEL_MAX);
         return HTTP_BAD_REQUEST;
     }
-    if (!is_fixed(dc, name, len) && !channel_allowed(dc, name)) {
+    /* name is not NUL-terminated (it may be "a" of "a,b"): match a copy,
+     * or apr_fnmatch would see "a,b" and "*-public" would let "secret"
+     * of "secret,x-public" through. Found by test_bad_input.py. */
+    memcpy(cname, name, len);
+    cname[len] = '\0';
+    if (!is_fixed(dc, name, len) && !channel_allowed(dc, cname)) {
         *why = "channel not allowed here";
         return HTTP_FORBIDDEN;
     }
@@ -285,14 +300,84 @@ static char *pool_mark(apr_pool_t *p)
     return apr_palloc(p, 8);
 }
 
-static void run_stream(sse_req_t *q, const char *leid)
+/* SSEMode detached asked for a stream that cannot be detached: say why,
+ * once per child and reason (auto falls back silently, at debug level). */
+static void note_threaded(request_rec *r, sse_mode_t mode, const char *why)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static char said[8][96];
+    int i, first = 1;
+
+    if (mode == SSE_MODE_DETACHED) {
+        pthread_mutex_lock(&mu);
+        for (i = 0; i < 8 && said[i][0]; i++)
+            if (!strncmp(said[i], why, sizeof(said[i]) - 1))
+                first = 0;
+        if (first && i < 8)
+            apr_cpystrn(said[i], why, sizeof(said[i]));
+        pthread_mutex_unlock(&mu);
+        if (first)
+            ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, APLOGNO(10548)
+                          "SSEMode detached: %s streams stay threaded in "
+                          "this child: %s", r->uri, why);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10549)
+                  "stream %s stays threaded (SSEMode %s): %s",
+                  r->unparsed_uri, sse_mode_str(mode), why);
+}
+
+/* After the first pass went out through httpd's filters: hand the socket
+ * to a detached loop. Returns 1 if the loop owns the stream now. */
+static int try_detach(sse_req_t *q, const sse_dir_conf_t *dc)
+{
+    sse_stream_t *s = &q->stream;
+    request_rec *r = q->r;
+    sse_detach_args_t a;
+    const char *why;
+
+    /* Anything staged by begin (a resume comment) and everything pending
+     * goes out threaded first: the loop starts with nothing staged. */
+    if (sse_stream_pump(s) < 0)
+        return 0;
+    why = sse_detach_ineligible_after_flush(r);
+    if (!why && mpm_stopping())
+        why = "the server is stopping";
+    if (!why && s->used)
+        why = "bytes still staged";
+    if (why) {
+        note_threaded(r, dc->mode, why);
+        return 0;
+    }
+    a.r = r;
+    a.stream = s;
+    a.ref = q->ref;
+    a.open_counter = &sse_open_streams;
+    a.write_timeout_s = dc->write_timeout_s;
+    if (sse_detach_handoff(&a) != APR_SUCCESS) {
+        note_threaded(r, dc->mode, "the hand-off failed");
+        return 0;
+    }
+    /* The loop has its own waiter, the reference and both counts now. */
+    sse_dispatch_unregister(&q->waiter);
+    q->ref = NULL;
+    q->counted = 0;
+    q->active = 0;
+    sse_stream_destroy(s); /* our buffer; the loop lends its own */
+    return 1;
+}
+
+/* Returns 1 if the stream was detached (the loop ends it), else 0. */
+static int run_stream(sse_req_t *q, const char *leid,
+                      const sse_dir_conf_t *dc, int detach)
 {
     sse_stream_t *s = &q->stream;
     request_rec *r = q->r;
     char *mark0, *mark1;
 
     if (sse_stream_begin(s, leid) < 0)
-        return;
+        return 0;
+    if (detach && try_detach(q, dc))
+        return 1;
     /* After the first pass: the response headers are built from r->pool
      * once; from here on nothing should be. */
     mark0 = pool_mark(r->pool);
@@ -343,6 +428,7 @@ static void run_stream(sse_req_t *q, const char *leid)
                       ? apr_psprintf(r->pool, "%ld bytes",
                                      (long)(mark1 - mark0 - 8))
                       : "a new pool block (>= 8 KB) was needed");
+    return 0;
 }
 
 /* Bound the kernel's send buffer for this stream. Bytes queued in the
@@ -374,7 +460,7 @@ int sse_handler(request_rec *r)
     sse_req_t *q;
     sse_stream_opts_t opts;
     sse_sink_t sink;
-    int st, i, rc;
+    int st, i, rc, detach = 0;
     conn_rec *c = r->connection;
 
     if (!r->handler || strcmp(r->handler, SSE_HANDLER_STREAM))
@@ -485,9 +571,11 @@ int sse_handler(request_rec *r)
     opts.slow_policy = dc->slow_policy;
     opts.slow_lag = dc->slow_lag;
     opts.replay = dc->replay;
+    opts.retry_spread_ms = dc->retry_spread_ms;
     sink.ctx = q;
     sink.write = tsink_write;
     sink.closed = tsink_closed;
+    sink.busy = NULL; /* blocking writes */
     q->stream.log_id = apr_psprintf(r->pool, "%s %s", c->client_ip,
                                     r->unparsed_uri);
     q->stream.server = r->server;
@@ -502,6 +590,7 @@ int sse_handler(request_rec *r)
     q->active = 1;
     SSE_STAT_ADD(streams_active, 1);
     SSE_STAT_ADD(streams_started, 1);
+    sse_trim_limit_conn(c); /* its pool memory returns when it ends */
 
     /* A write may block SSEWriteTimeout; this also lifts httpd's Timeout
      * as a cap on the stream's life. Only on HTTP/1.x: under HTTP/2 the
@@ -524,7 +613,15 @@ int sse_handler(request_rec *r)
                   (unsigned long)q->stream.buf_size,
                   leid ? ", resuming after " : "", leid ? leid : "");
 
-    run_stream(q, leid);
+    if (dc->mode != SSE_MODE_THREADED) {
+        const char *why = sse_detach_ineligible(r);
+        if (why)
+            note_threaded(r, dc->mode, why);
+        else
+            detach = 1;
+    }
+    if (run_stream(q, leid, dc, detach))
+        return OK; /* the detached loop serves it; httpd logs it now */
 
     sse_dispatch_unregister(&q->waiter);
     sse_stream_count_end(&q->stream);

@@ -177,6 +177,9 @@ int sse_metrics_handler(request_rec *r)
 
     family(r, "sse_streams_open", "gauge", "Streams open now.");
     sample_u64(r, "sse_streams_open", NULL, s->streams_active);
+    family(r, "sse_streams_detached", "gauge", "Open streams served by "
+           "the detached event loop (part of sse_streams_open).");
+    sample_u64(r, "sse_streams_detached", NULL, s->streams_detached);
     counter(r, "sse_streams_started_total", "Streams that started "
             "(200 sent, events could flow).", s->streams_started);
 

@@ -186,6 +186,7 @@ void sse_stats_child_init(apr_pool_t *pchild, server_rec *s)
          * only then), so its open streams are gone: reset the gauge before
          * publishing our pid. Counters stay: they are cumulative. */
         __atomic_store_n(&slot->c.streams_active, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&slot->c.streams_detached, 0, __ATOMIC_RELAXED);
         __atomic_fetch_add(&slot->occupants, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&slot->generation, gen, __ATOMIC_RELAXED);
         __atomic_store_n(&slot->attached_at, (int64_t)apr_time_now(),
@@ -220,16 +221,23 @@ static int64_t gauge_of(const sse_stats_t *c)
     return g < 0 ? 0 : g;
 }
 
+static int64_t detached_of(const sse_stats_t *c)
+{
+    int64_t g = (int64_t)sse_stats_load(&c->streams_detached);
+    return g < 0 ? 0 : g;
+}
+
 void sse_stats_read(sse_stats_view_t *v)
 {
     uint32_t i;
-    int64_t open = 0;
+    int64_t open = 0, detached = 0;
 
     memset(v, 0, sizeof(*v));
     if (!shm) {
         /* No shared memory: this child's own figures are all we have. */
         add_counters(&v->sum, sse_stats_mine);
         v->sum.streams_active = (uint64_t)gauge_of(sse_stats_mine);
+        v->sum.streams_detached = (uint64_t)detached_of(sse_stats_mine);
         return;
     }
     v->attached = 1;
@@ -242,10 +250,13 @@ void sse_stats_read(sse_stats_view_t *v)
         if (pid == 0)
             continue; /* never occupied: all zero */
         add_counters(&v->sum, &slot->c);
-        if (i == shm->nslots || slot_alive((int)i, pid))
+        if (i == shm->nslots || slot_alive((int)i, pid)) {
             open += gauge_of(&slot->c);
+            detached += detached_of(&slot->c);
+        }
     }
     v->sum.streams_active = (uint64_t)open;
+    v->sum.streams_detached = (uint64_t)detached;
 }
 
 int sse_stats_rows(sse_stats_row_t *rows, int max)

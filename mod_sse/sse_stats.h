@@ -62,6 +62,11 @@ typedef struct sse_stats {
     uint64_t streams_started;
     uint64_t streams_active;       /* gauge: inc at start, dec at end; read
                                       as int64, clamped at 0 */
+    uint64_t streams_detached;     /* gauge, the part of streams_active
+                                      served by the detached loop (httpd
+                                      does not see these); like
+                                      streams_active: reset on attach,
+                                      live slots only, clamped at 0 */
     uint64_t ended_client_closed;  /* client went away (FIN/EPIPE/aborted) */
     uint64_t ended_client_reset;   /* ECONNRESET */
     uint64_t ended_write_timeout;  /* a write blocked SSEWriteTimeout */

@@ -44,6 +44,8 @@ static int totals(const sse_stats_t *s, figure_t *f)
         flush_errors += s->flush_hist[SSE_HIST_ERROR][k];
 #define FIG(K, L, V) f[n].key = K, f[n].label = L, f[n].value = V, n++
     FIG("SSEOpenStreams", "open streams", s->streams_active);
+    FIG("SSEDetachedStreams", "open streams: detached",
+        s->streams_detached);
     FIG("SSEStreamsStarted", "streams started", s->streams_started);
     FIG("SSEStreamsEndedClientClosed", "ended: client closed",
         s->ended_client_closed);

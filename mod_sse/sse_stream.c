@@ -221,6 +221,16 @@ int sse_stream_begin(sse_stream_t *s, const char *leid)
                          leid);
                 have_comment = 1;
                 break;
+            case SSE_BUS_RESUME_GAP:
+                /* Ordered (Redis relay) id older than what this host still
+                 * holds: events may be lost. An explicit event, not a
+                 * comment, so the page can reload its state (README,
+                 * "Several hosts"). No id line: lastEventId stays put. */
+                snprintf(comment, sizeof(comment), "event: sse-reset\n"
+                         "data: {\"reason\":\"gap\",\"after\":\"%s\"}"
+                         "\n\n", leid);
+                have_comment = 1;
+                break;
             case SSE_BUS_RESUME_UNKNOWN:
             default:
                 snprintf(comment, sizeof(comment), ": unknown last event id "
@@ -394,12 +404,17 @@ int sse_stream_pump(sse_stream_t *s)
             return -1;
         if (flush_pass(s, 0) < 0)
             return -1;
+        if (s->sink.busy && s->sink.busy(s->sink.ctx))
+            return 0; /* resumed when the sink has drained */
         if (slow_check(s) < 0)
             return -1;
         /* A skip staged a comment and moved to the head: go round again to
          * send it with whatever arrived meanwhile. Bounded so that a flood
          * cannot keep us here without ever looking at the stop flag. */
     } while ((!drained || s->used > 0) && ++passes < 1024);
+    /* A sink that lends the buffer must get everything staged now. */
+    if (s->used > 0 && s->sink.busy && flush_pass(s, 0) < 0)
+        return -1;
     return 0;
 }
 
@@ -428,6 +443,22 @@ int sse_stream_idle(sse_stream_t *s, apr_time_t now)
     return flush_pass(s, 0);
 }
 
+/* xorshift32 per thread, seeded from the clock and the thread's stack
+ * address: uniform enough to spread reconnects, no locks, no syscalls. */
+static unsigned spread_random(void)
+{
+    static __thread unsigned x;
+    if (x == 0) {
+        x = (unsigned)apr_time_now() ^ (unsigned)(uintptr_t)&x;
+        if (x == 0)
+            x = 0x9e3779b9u;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
 void sse_stream_end(sse_stream_t *s, sse_end_t why)
 {
     if (s->end == SSE_END_NONE) {
@@ -437,6 +468,12 @@ void sse_stream_end(sse_stream_t *s, sse_end_t why)
          * module default. */
         int ms = s->opts.retry_ms > 0 ? s->opts.retry_ms
                                       : SSE_DEFAULT_RETRY_MS;
+        /* A restart ends every stream of the child at once: spread the
+         * reconnects over SSERetrySpread so they do not all arrive in the
+         * same millisecond. */
+        if (why == SSE_END_SERVER_STOPPING && s->opts.retry_spread_ms > 0)
+            ms += (int)(spread_random() % (unsigned)(s->opts.retry_spread_ms
+                                                     + 1));
         if (stage_fmt(s, "retry: %d\n\n", ms) == 0)
             flush_pass(s, 0);
     }

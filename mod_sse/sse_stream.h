@@ -55,6 +55,13 @@ typedef struct sse_sink {
     void *ctx;
     apr_status_t (*write)(void *ctx, const char *buf, apr_size_t len);
     int (*closed)(void *ctx);
+    /* Optional (NULL for the threaded sink, whose write blocks): a
+     * non-blocking sink that kept part of a pass for later says so here;
+     * sse_stream_pump then stops after that pass (the bus keeps the rest;
+     * the caller pumps again once the sink drained) and never returns with
+     * bytes staged in s->buf, so a borrowing sink may lend s->buf per call
+     * (sse_detach.c). */
+    int (*busy)(void *ctx);
 } sse_sink_t;
 
 /* Settings a stream needs, copied out of the request's config. */
@@ -65,6 +72,7 @@ typedef struct sse_stream_opts {
     sse_slow_policy_t slow_policy;
     apr_uint64_t slow_lag;
     int replay;
+    int retry_spread_ms; /* server-side stop: retry + random 0..this */
 } sse_stream_opts_t;
 
 typedef struct sse_stream {

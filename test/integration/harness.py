@@ -49,6 +49,11 @@ RUN_GROUP = "www-data"
 # (automake builds in the source tree).
 BUILD_DIR = os.environ.get("SSE_BUILD_DIR", REPO)
 
+# SSE_TEST_MODE=threaded|detached|auto adds `SSEMode X` to the server
+# config of every generated httpd (run.py runs the streaming modules once
+# more with detached); a test's own SSEMode in a <Location> still wins.
+SSE_MODE = os.environ.get("SSE_TEST_MODE") or None
+
 
 class HarnessError(Exception):
     """The test environment is broken (missing binary, httpd won't start)."""
@@ -282,7 +287,9 @@ class Httpd:
             root=self.root, user=RUN_USER, group=RUN_GROUP, port=self.port,
             loadmodules=lm,
             ssemodule=('LoadModule sse_module "%s"\nLogLevel warn sse:debug'
-                       % self.module if self.module
+                       % self.module + ("\nSSEMode %s" % SSE_MODE
+                                        if SSE_MODE else "")
+                       if self.module
                        else "# (mod_sse not loaded)\nLogLevel warn"),
             mpmconf=MPM_CONF[self.mpm].format(threads=self.threads,
                                               spare=self.threads * 2 + 1),

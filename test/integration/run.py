@@ -8,7 +8,9 @@ Prints one line per test and a final line exactly
 or error. A missing apache2, module or sse-pub fails the run (CI must never
 "pass" integration tests that did not run). Env: SSE_MODULE, SSE_PUB
 override the built paths; SSE_KEEP_TMP=1 keeps temp dirs; SSE_SHOW_LOG=1
-prints every test's error log."""
+prints every test's error log. A full run (no test names, no -k) runs
+the streaming modules (DETACHED_RERUN) a second time with SSEMode detached;
+SSE_TEST_MODE=threaded|detached|auto runs everything in that mode, once."""
 
 import argparse
 import os
@@ -19,8 +21,16 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# Run a second time with `SSEMode detached` (harness.SSE_MODE) after a
+# full run: every streaming behaviour must hold in both modes.
+DETACHED_RERUN = ["test_stream", "test_resume", "test_liveness",
+                  "test_restart", "test_disconnect", "test_channels"]
+
+
 class LineResult(unittest.TextTestResult):
     """One line per test: PASS/FAIL/ERROR/SKIP, name, seconds."""
+
+    prefix = ""  # "[detached] " during the re-run
 
     def startTest(self, test):
         self._t0 = time.monotonic()
@@ -28,8 +38,8 @@ class LineResult(unittest.TextTestResult):
 
     def _line(self, word, test, extra=""):
         dt = time.monotonic() - getattr(self, "_t0", time.monotonic())
-        self.stream.write("%-5s %s (%.1fs)%s\n" % (word, test.id(), dt,
-                                                   extra))
+        self.stream.write("%-5s %s%s (%.1fs)%s\n" % (word, self.prefix,
+                                                     test.id(), dt, extra))
         self.stream.flush()
 
     def addSuccess(self, test):
@@ -112,19 +122,26 @@ def main():
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=0,
                                      resultclass=LineResult)
     t0 = time.monotonic()
-    result = runner.run(suite)
-    failed = len(result.failures) + len(result.errors) + \
-        len(result.unexpectedSuccesses)
-    # tests with failing subtests are counted once, as failed
-    failed_ids = {t.id() for t, _ in result.failures + result.errors}
-    failed_tests = {i.split(" ", 1)[0] for i in failed_ids}
-    skipped = len(result.skipped)
-    passed = result.testsRun - len(failed_tests) - skipped
-    failed = len(failed_tests) + len(result.unexpectedSuccesses)
+    results = [runner.run(suite)]
+    if not args.tests and not args.k and not harness.SSE_MODE:
+        print("--- again with SSEMode detached: " + " ".join(DETACHED_RERUN))
+        harness.SSE_MODE = "detached"
+        LineResult.prefix = "[detached] "
+        results.append(runner.run(loader.loadTestsFromNames(DETACHED_RERUN)))
+    passed = failed = skipped = 0
+    ok = True
+    for result in results:
+        # tests with failing subtests are counted once, as failed
+        failed_ids = {t.id() for t, _ in result.failures + result.errors}
+        failed_tests = {i.split(" ", 1)[0] for i in failed_ids}
+        skipped += len(result.skipped)
+        passed += result.testsRun - len(failed_tests) - len(result.skipped)
+        failed += len(failed_tests) + len(result.unexpectedSuccesses)
+        ok = ok and result.wasSuccessful()
     print("time: %.0fs" % (time.monotonic() - t0))
     print("integration: %d passed, %d failed, %d skipped"
           % (passed, failed, skipped))
-    return 1 if failed or not result.wasSuccessful() else 0
+    return 1 if failed or not ok else 0
 
 
 if __name__ == "__main__":

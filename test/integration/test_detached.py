@@ -1,0 +1,298 @@
+"""Detached streams (SSEMode detached|auto): after the headers the socket
+is handed to the child's epoll loop and the worker thread is freed.
+
+What is shown here (the streaming behaviour itself is shown by running
+test_stream, test_resume, test_liveness, test_restart, test_disconnect and
+test_channels a second time with SSE_TEST_MODE=detached, see run.py):
+  - auto picks detached for plain HTTP/1.1 and threaded under TLS and h2;
+    detached falls back to threaded on the worker MPM with one log line;
+  - the hand-off leaves no stray bytes: the chunked stream parses exactly,
+    from the retry line through the terminating chunk;
+  - the worker thread really is free (ThreadsPerChild 3 serves 10 streams);
+  - client FIN and RST free the stream without any write (no heartbeats):
+    descriptors back to baseline, detached gauge back to 0;
+  - SSEMaxStreams counts detached streams;
+  - graceful restart / stop end detached streams promptly with a spread
+    retry: and the terminating chunk; clients resume without loss, also
+    after the child was SIGKILLed;
+  - the end-of-stream log line; the start-up warning for MPM settings
+    that retire children."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import HttpdTestCase, location, simple_request, wait_for, \
+    pid_alive
+from test_tls_h2 import CurlReader, make_cert, tls_conf
+
+METRICS = '<Location "/metrics">\n    SetHandler sse-metrics\n</Location>\n'
+
+
+def loc(bus, mode="detached", **kw):
+    kw.setdefault("SSEChannelAllow", '"*"')
+    kw.setdefault("SSEMode", mode)
+    return location("/events", bus, **kw) + METRICS
+
+
+class DetachedTest(HttpdTestCase):
+
+    def gauge(self, name="sse_streams_detached"):
+        head, body = simple_request(self.httpd.port, "/metrics")
+        self.assertEqual(head.status, 200)
+        m = re.search(r"^%s (\d+)$" % name, body.decode(), re.M)
+        self.assertIsNotNone(m, "no %s in metrics" % name)
+        return int(m.group(1))
+
+    def wait_gauge(self, want, name="sse_streams_detached", timeout=10):
+        ok = wait_for(lambda: self.gauge(name) == want, timeout, 0.1)
+        self.assertTrue(ok, "%s is %d, expected %d" % (
+            name, self.gauge(name), want))
+
+    def detached_lines(self, since=0):
+        return [l for l in self.httpd.error_log_since(since).splitlines()
+                if "AH10592" in l]
+
+    # -- choosing the mode
+
+    def test_auto_detaches_plain_http11(self):
+        self.start_httpd(loc(self.bus_path, mode="auto"))
+        c = self.stream("/events?channel=a")
+        self.wait_gauge(1)
+        self.assertEqual(len(self.detached_lines()), 1)
+        ids = [self.pub.publish("a", "x%d" % i) for i in range(5)]
+        c.read_events(5)
+        self.assertEqual([e.id for e in c.events], ids)
+        c.close()
+        self.wait_gauge(0)
+        self.wait_gauge(0, "sse_streams_open")
+
+    def test_auto_stays_threaded_under_tls(self):
+        crt, key = make_cert(self.tmp)
+        self.start_httpd(tls_conf(self.tmp, crt, key)
+                         + loc(self.bus_path, mode="auto"),
+                         modules=["socache_shmcb", "ssl"])
+        c = self.stream("/events?channel=a", tls=True)
+        eid = self.pub.publish("a", "tls")
+        c.read_events(1)
+        self.assertEqual(c.events[0].id, eid)
+        self.assertEqual(self.detached_lines(), [])
+        self.assertIn("stays threaded (SSEMode auto): TLS",
+                      self.httpd.error_log())
+        # auto falls back silently: no notice, only the debug line
+        self.assertNotIn("AH10548", self.httpd.error_log())
+
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_auto_stays_threaded_under_h2(self):
+        crt, key = make_cert(self.tmp)
+        h = self.start_httpd(tls_conf(self.tmp, crt, key, h2=True)
+                             + loc(self.bus_path, mode="auto"),
+                             modules=["socache_shmcb", "ssl", "http2"])
+        url = "https://127.0.0.1:%d/events?channel=a" % h.port
+        cr = CurlReader(["curl", "-sS", "--http2", "-N", "-k",
+                         "--max-time", "30", url])
+        try:
+            self.assertTrue(cr.read_until(lambda o: b"retry:" in o, 10),
+                            cr.out)
+            eid = self.pub.publish("a", "h2")
+            self.assertTrue(cr.read_until(
+                lambda o: ("id: %s\n" % eid).encode() in o, 10), cr.out)
+        finally:
+            cr.stop()
+        self.assertEqual(self.detached_lines(), [])
+        self.assertIn("stays threaded (SSEMode auto): HTTP/2", h.error_log())
+
+    def test_detached_on_worker_mpm_falls_back_with_one_log_line(self):
+        h = self.start_httpd(loc(self.bus_path), mpm="worker")
+        cs = [self.stream("/events?channel=a") for _ in range(3)]
+        eid = self.pub.publish("a", "w")
+        for c in cs:
+            c.read_events(1)
+            self.assertEqual(c.events[0].id, eid)
+        notices = [l for l in h.error_log().splitlines() if "AH10548" in l]
+        self.assertEqual(len(notices), 1, notices)
+        self.assertIn("not the event MPM", notices[0])
+        self.assertEqual(self.detached_lines(), [])
+
+    def test_threaded_mode_never_detaches(self):
+        self.start_httpd(loc(self.bus_path, mode="threaded"))
+        c = self.stream("/events?channel=a")
+        eid = self.pub.publish("a", "t")
+        c.read_events(1)
+        self.assertEqual(c.events[0].id, eid)
+        self.assertEqual(self.detached_lines(), [])
+        self.assertEqual(self.gauge(), 0)
+
+    # -- the wire
+
+    def test_handoff_leaves_no_stray_bytes(self):
+        h = self.start_httpd(loc(self.bus_path, SSERetry="1234",
+                                 SSEHeartbeat="0"))
+        c = self.client("/events?channel=a").open()
+        self.assertEqual(c.status, 200)
+        self.assertEqual((c.head.get("Transfer-Encoding") or "").lower(),
+                         "chunked")
+        self.assertEqual(c.read_chunk(), b"retry: 1234\n\n")
+        self.wait_gauge(1)
+        ids = []
+        for i in range(5):
+            ids.append(self.pub.publish("a", "e%d" % i))
+            c.read_events(i + 1)
+        # one publish = one flush = one chunk holding exactly one event
+        self.assertEqual(len(c.chunks), 6, c.chunks)
+        for i, ch in enumerate(c.chunks[1:]):
+            self.assertEqual(ch, ("id: %s\ndata: e%d\n\n" % (ids[i], i))
+                             .encode())
+        t = threading.Thread(target=h.graceful_stop, args=(40,))
+        t.start()
+        try:
+            self.assertTrue(c.read_to_end(10), "stream did not end")
+        finally:
+            t.join(45)
+        self.assertTrue(c.terminated, "no terminating 0-size chunk")
+        self.assertTrue(all(c.chunk_boundaries))
+        # after the terminating chunk: nothing, then EOF
+        self.assertEqual(c.rbuf, b"")
+        c.sock.settimeout(5)
+        self.assertEqual(c.sock.recv(100), b"")
+        self.assertEqual([k for k, _ in c.items],
+                         ["retry"] + ["event"] * 5 + ["retry"])
+
+    def test_worker_thread_is_freed(self):
+        # 3 worker threads; 10 streams only work if each hands its worker
+        # back. A plain GET must still be served while they are open.
+        self.start_httpd(loc(self.bus_path), threads=3)
+        cs = [self.stream("/events?channel=a") for _ in range(10)]
+        head, body = simple_request(self.httpd.port, "/index.html")
+        self.assertEqual((head.status, body), (200, b"ok\n"))
+        eid = self.pub.publish("a", "all")
+        for c in cs:
+            c.read_events(1)
+            self.assertEqual(c.events[0].id, eid)
+        self.wait_gauge(10)
+
+    # -- client going away
+
+    def test_fin_and_rst_free_the_stream_without_writes(self):
+        # No heartbeats and no events: only epoll can notice these.
+        h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0"))
+        c = self.stream("/events?channel=idle")
+        self.wait_gauge(1)
+        c.close()
+        self._clients = []
+        self.wait_gauge(0)
+        time.sleep(1)
+        (pid,) = h.child_pids()
+        base = h.child_stats()[pid][1]
+        cs = [self.stream("/events?channel=idle") for _ in range(20)]
+        self.wait_gauge(20)
+        self.assertGreaterEqual(h.child_stats()[pid][1], base + 20)
+        mark = h.error_log_mark()
+        for i, c in enumerate(cs):
+            if i % 2:
+                c.rst_close()
+            else:
+                c.close()
+        self._clients = []
+        self.wait_gauge(0)
+        self.wait_gauge(0, "sse_streams_open")
+        self.assertTrue(wait_for(lambda: h.child_stats()[pid][1] <= base,
+                                 10), "descriptors not back to baseline: "
+                        "%d -> %d" % (base, h.child_stats()[pid][1]))
+        log = h.error_log_since(mark)
+        self.assertEqual(log.count("ended (client closed)"), 10, log)
+        self.assertEqual(log.count("ended (client reset)"), 10, log)
+
+    def test_max_streams_counts_detached_streams(self):
+        self.start_httpd(loc(self.bus_path) + "SSEMaxStreams 3\n")
+        cs = [self.stream("/events?channel=a") for _ in range(3)]
+        self.wait_gauge(3)
+        c4 = self.client("/events?channel=a").open()
+        self.assertEqual(c4.status, 503)
+        cs[0].close()
+        self.wait_gauge(2)
+        c5 = self.stream("/events?channel=a")
+        self.assertEqual(c5.status, 200)
+
+    def test_end_of_stream_log_line(self):
+        h = self.start_httpd(loc(self.bus_path))
+        c = self.stream("/events?channel=a&channel=b")
+        self.pub.publish("a", "1")
+        self.pub.publish("b", "2")
+        c.read_events(2)
+        c.close()
+        self.wait_gauge(0)
+        lines = [l for l in h.error_log().splitlines() if "AH10585" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"detached stream 127\.0\.0\.1 "
+                         r"/events\?channel=a&channel=b ended \(client "
+                         r"closed\): channels a,b, \d+\.\d{3} s, \d+ bytes, "
+                         r"2 events")
+
+    # -- server going away
+
+    def test_graceful_restart_ends_streams_promptly_and_resume_is_exact(self):
+        h = self.start_httpd(loc(self.bus_path, SSERetry="1000",
+                                 SSERetrySpread="5000"))
+        cs = [self.stream("/events?channel=a") for _ in range(8)]
+        self.wait_gauge(8)
+        ids = [self.pub.publish("a", "before %d" % i) for i in range(3)]
+        for c in cs:
+            c.read_events(3)
+        old = h.child_pids()
+        t0 = time.monotonic()
+        h.graceful()
+        for c in cs:
+            self.assertTrue(c.read_to_end(5), "stream did not end")
+            self.assertTrue(c.terminated, "no terminating chunk")
+        # "promptly": well before GracefulShutdownTimeout (30 s)
+        self.assertLess(time.monotonic() - t0, 8)
+        retries = [[v for k, v in c.items if k == "retry"][-1] for c in cs]
+        for r in retries:
+            self.assertTrue(1000 <= r <= 6000, retries)
+        self.assertGreater(len(set(retries)), 1, "retry not spread: %r"
+                           % retries)
+        self.assertTrue(wait_for(lambda: not any(pid_alive(p) for p in old),
+                                 15), "old child did not exit")
+        ids += [self.pub.publish("a", "after %d" % i) for i in range(3)]
+        c2 = self.stream("/events?channel=a",
+                         headers={"Last-Event-ID": cs[0].events[-1].id})
+        c2.read_events(3)
+        self.assertEqual([e.id for e in cs[0].events + c2.events], ids)
+        self.assertNotIn("scoreboard is full", h.error_log())
+        self.assertNoCrash()
+
+    def test_killed_child_loses_nothing_a_resume_cannot_recover(self):
+        h = self.start_httpd(loc(self.bus_path))
+        c = self.stream("/events?channel=a")
+        ids = [self.pub.publish("a", "k%d" % i) for i in range(3)]
+        c.read_events(3)
+        for pid in h.child_pids():
+            os.kill(pid, signal.SIGKILL)
+        c.read_to_end(10)
+        self.assertTrue(c.ended)
+        self.assertFalse(c.terminated)
+        ids += [self.pub.publish("a", "gone%d" % i) for i in range(3)]
+        wait_for(lambda: h.child_pids(), 15)
+        c2 = self.stream("/events?channel=a",
+                         headers={"Last-Event-ID": c.events[-1].id})
+        c2.read_events(3)
+        self.assertEqual([e.id for e in c.events + c2.events], ids)
+
+    def test_warns_about_settings_that_retire_children(self):
+        h = self.start_httpd(loc(self.bus_path)
+                             + "MaxConnectionsPerChild 1000\n")
+        log = h.error_log()
+        self.assertIn("AH10593", log)
+        self.assertIn("MaxConnectionsPerChild 1000", log)
+        # the harness config keeps MaxSpareThreads above MaxRequestWorkers
+        self.assertNotIn("AH10594", log)
+
+
+if __name__ == "__main__":
+    unittest.main()
