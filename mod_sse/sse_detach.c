@@ -887,6 +887,23 @@ static void wake_loop(sse_loop_t *loop)
     (void)r; /* EAGAIN: the counter is already non-zero, the loop wakes */
 }
 
+/* Append d to its loop's ready list unless it is queued already; caller
+ * holds loop->mu. Returns 1 if the list was empty (the loop must be woken). */
+static int ready_push_locked(sse_loop_t *loop, sse_dstream_t *d)
+{
+    if (d->queued)
+        return 0;
+    d->queued = 1;
+    d->rnext = NULL;
+    d->rprev = loop->ready_tail;
+    if (loop->ready_tail)
+        loop->ready_tail->rnext = d;
+    else
+        loop->ready_head = d;
+    loop->ready_tail = d;
+    return d->rprev == NULL;
+}
+
 /* Waiter notify hook: queue d for its loop (any thread). */
 static void dstream_notify(void *arg)
 {
@@ -895,18 +912,8 @@ static void dstream_notify(void *arg)
     int wake = 0;
 
     pthread_mutex_lock(&loop->mu);
-    if (!d->queued && !d->closed) {
-        d->queued = 1;
-        d->rnext = NULL;
-        d->rprev = loop->ready_tail;
-        if (loop->ready_tail)
-            loop->ready_tail->rnext = d;
-        else {
-            loop->ready_head = d;
-            wake = 1;
-        }
-        loop->ready_tail = d;
-    }
+    if (!d->closed)
+        wake = ready_push_locked(loop, d);
     pthread_mutex_unlock(&loop->mu);
     if (wake)
         wake_loop(loop);
@@ -1086,18 +1093,7 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
     }
     SSE_STAT_ADD(streams_detached, 1);
     d->fresh = 1;
-    if (!d->queued) {
-        d->queued = 1;
-        d->rnext = NULL;
-        d->rprev = loop->ready_tail;
-        if (loop->ready_tail)
-            loop->ready_tail->rnext = d;
-        else {
-            loop->ready_head = d;
-            wake = 1;
-        }
-        loop->ready_tail = d;
-    }
+    wake = ready_push_locked(loop, d);
     pthread_mutex_unlock(&loop->mu);
     if (wake)
         wake_loop(loop);
