@@ -79,6 +79,28 @@ class LineResult(unittest.TextTestResult):
         self._line("XPASS", test)
 
 
+def build_suite(here, tests, keywords):
+    """The named test modules (default: every test_*.py in here), keeping
+    only tests whose id contains one of keywords (if any). Shared with
+    test/reliability/run.py."""
+    loader = unittest.TestLoader()
+    if tests:
+        suite = loader.loadTestsFromNames(
+            [t[:-3] if t.endswith(".py") else t for t in tests])
+    else:
+        suite = loader.discover(here, pattern="test_*.py", top_level_dir=here)
+    if keywords:
+        def flat(s):
+            for t in s:
+                if isinstance(t, unittest.TestSuite):
+                    yield from flat(t)
+                else:
+                    yield t
+        suite = unittest.TestSuite(t for t in flat(suite)
+                                   if any(k in t.id() for k in keywords))
+    return suite
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build-dir", help="build tree (module at "
@@ -103,21 +125,7 @@ def main():
     print("apache2: %s; module: %s; sse-pub: %s" % (
         harness.APACHE2, harness.module_path(), harness.sse_pub_path()))
 
-    loader = unittest.TestLoader()
-    if args.tests:
-        suite = loader.loadTestsFromNames(
-            [t[:-3] if t.endswith(".py") else t for t in args.tests])
-    else:
-        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
-    if args.k:
-        def flat(s):
-            for t in s:
-                if isinstance(t, unittest.TestSuite):
-                    yield from flat(t)
-                else:
-                    yield t
-        suite = unittest.TestSuite(t for t in flat(suite)
-                                   if any(k in t.id() for k in args.k))
+    suite = build_suite(HERE, args.tests, args.k)
 
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=0,
                                      resultclass=LineResult)

@@ -59,21 +59,7 @@ def main():
     import rel
     print("profile: %s; apache2: %s; module: %s" % (
         rel.profile_name(), harness.APACHE2, harness.module_path()))
-    loader = unittest.TestLoader()
-    if args.tests:
-        suite = loader.loadTestsFromNames(
-            [t[:-3] if t.endswith(".py") else t for t in args.tests])
-    else:
-        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
-    if args.k:
-        def flat(s):
-            for t in s:
-                if isinstance(t, unittest.TestSuite):
-                    yield from flat(t)
-                else:
-                    yield t
-        suite = unittest.TestSuite(t for t in flat(suite)
-                                   if any(k in t.id() for k in args.k))
+    suite = itrun.build_suite(HERE, args.tests, args.k)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=0,
                                      resultclass=itrun.LineResult)
     t0 = time.monotonic()
