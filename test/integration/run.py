@@ -135,7 +135,7 @@ def main():
         print("--- again with SSEMode detached: " + " ".join(DETACHED_RERUN))
         harness.SSE_MODE = "detached"
         LineResult.prefix = "[detached] "
-        results.append(runner.run(loader.loadTestsFromNames(DETACHED_RERUN)))
+        results.append(runner.run(build_suite(HERE, DETACHED_RERUN, None)))
     passed = failed = skipped = 0
     ok = True
     for result in results:
