@@ -1092,14 +1092,16 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
         return APR_EINVAL;
     }
     SSE_STAT_ADD(streams_detached, 1);
+    /* Logged before the push: once pushed and unlocked, the loop may end
+     * the stream and free d (ASan found this log line reading freed d). */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10592)
+                  "stream %s detached to loop %d (fd %d, %s)", d->log_id,
+                  loop->index, nfd, d->chunked ? "chunked" : "raw");
     d->fresh = 1;
     wake = ready_push_locked(loop, d);
     pthread_mutex_unlock(&loop->mu);
     if (wake)
         wake_loop(loop);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10592)
-                  "stream %s detached to loop %d (fd %d, %s)", d->log_id,
-                  loop->index, nfd, d->chunked ? "chunked" : "raw");
     return APR_SUCCESS;
 }
 

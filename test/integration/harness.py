@@ -54,6 +54,12 @@ BUILD_DIR = os.environ.get("SSE_BUILD_DIR", REPO)
 # more with detached); a test's own SSEMode in a <Location> still wins.
 SSE_MODE = os.environ.get("SSE_TEST_MODE") or None
 
+# SSE_APACHE2_PRELOAD=/path/libasan.so.8 starts apache2 with that library
+# preloaded (only apache2, not the test's own tools): the asan-httpd stage
+# loads an ASan-instrumented mod_sse into Debian's uninstrumented httpd this
+# way. ASAN_OPTIONS from the environment reach httpd's children unchanged.
+APACHE2_PRELOAD = os.environ.get("SSE_APACHE2_PRELOAD") or None
+
 
 class HarnessError(Exception):
     """The test environment is broken (missing binary, httpd won't start)."""
@@ -292,8 +298,11 @@ class Httpd:
     def _ctl(self, *args, timeout=30):
         # stdin from /dev/null: if ours is closed, a child could get fd 0
         # for a file it opens and later lose it.
+        env = None
+        if APACHE2_PRELOAD:
+            env = dict(os.environ, LD_PRELOAD=APACHE2_PRELOAD)
         return subprocess.run([APACHE2, "-f", self.conf] + list(args),
-                              stdin=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout, text=True)
 

@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Run a second time with `SSEMode detached` (harness.SSE_MODE) after a
 # full run: every streaming behaviour must hold in both modes.
 DETACHED_RERUN = ["test_stream", "test_resume", "test_liveness",
-                  "test_restart", "test_disconnect", "test_channels"]
+                  "test_restart", "test_disconnect", "test_channels",
+                  "test_storm"]
 
 
 class LineResult(unittest.TextTestResult):
