@@ -7,7 +7,11 @@ Not a test (bench/ measures, tests assert). Needs a built tree (./sse-pub,
 loopback port in a temp dir (no persistence) and stops it by pid.
 
   bench/relay_bench.py [--events 200000] [--size 100] [--rate 500]
-                       [--latency-events 3000]
+                       [--latency-events 3000] [--relay-batch N]
+                       [--catch-up-only RUNS]
+
+SSE_RELAY=PATH / SSE_PUB=PATH run another build (e.g. the relay before a
+change, to compare on the same machine load).
 
 Scenarios:
   throughput  relay running; `sse-pub stream --redis` publishes N events
@@ -15,8 +19,10 @@ Scenarios:
               until the bus holds all N. Publisher and relay share the
               machine, so this is end-to-end.
   catch-up    relay stopped; N events published; relay started: time until
-              the bus holds them all (the relay alone: XRANGE batches of
-              1000 appended under one lock hold each).
+              the bus holds them all (the relay alone: gap-checked XRANGE
+              batches, the next one requested while the last is appended
+              under one lock hold). --catch-up-only RUNS measures only
+              this, RUNS times, and prints every run and the spread.
   latency     a paced publisher (--rate events/s, RESP over a socket) puts
               CLOCK_MONOTONIC in each event; `sse-pub tail` on the bus
               reads it back. Measured twice: through Redis + relay, and
@@ -39,8 +45,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-SSE_PUB = os.path.join(TOP, "sse-pub")
-SSE_RELAY = os.path.join(TOP, "sse-relay")
+SSE_PUB = os.environ.get("SSE_PUB", os.path.join(TOP, "sse-pub"))
+SSE_RELAY = os.environ.get("SSE_RELAY", os.path.join(TOP, "sse-relay"))
 RELAY_ARGS = []  # --relay-batch N adds ["--batch", N]
 
 
@@ -214,6 +220,9 @@ def main():
     ap.add_argument("--latency-events", type=int, default=3000)
     ap.add_argument("--relay-batch", type=int, default=0,
                     help="sse-relay --batch (default: the relay's 1000)")
+    ap.add_argument("--catch-up-only", type=int, default=0, metavar="RUNS",
+                    help="measure only the catch-up, RUNS times, and print "
+                    "each run and the spread")
     a = ap.parse_args()
     if a.relay_batch:
         RELAY_ARGS.extend(["--batch", str(a.relay_batch)])
@@ -223,6 +232,18 @@ def main():
     if not shutil.which("redis-server"):
         sys.exit("redis-server missing: apt-get install redis-server")
     env = Env()
+    if a.catch_up_only:
+        try:
+            rates = [catch_up(env, a.events, a.size)
+                     for _ in range(a.catch_up_only)]
+        finally:
+            env.close()
+        print("catch-up of %d x %d-byte events, %d runs: %s events/s; "
+              "min %.0f, median %.0f, max %.0f"
+              % (a.events, a.size, len(rates),
+                 " ".join("%.0f" % r for r in rates), min(rates),
+                 sorted(rates)[len(rates) // 2], max(rates)))
+        return
     try:
         pub_rate, e2e = throughput(env, a.events, a.size)
         cu = catch_up(env, a.events, a.size)

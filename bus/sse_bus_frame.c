@@ -276,22 +276,34 @@ int sse_bus_event_check(const sse_bus_t *b, const sse_bus_event_t *ev,
                                      : SSE_BUS_RECORD_DEFAULT, ev, &len, err);
 }
 
-void sse_bus_filter_init(sse_bus_filter_t *f)
+/* Filter entries, packed in f->space: [len: 1 byte][hash: 4 bytes, host
+ * order, unaligned][name: len bytes]. len <= SSE_BUS_CHANNEL_MAX fits a
+ * byte; the hash is compared first, the name only on a hash hit. */
+void sse_bus_filter_init(sse_bus_filter_t *f, void *space, size_t size)
 {
     f->n = 0;
+    f->used = 0;
+    f->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+    f->space = space;
 }
 
 int sse_bus_filter_add(sse_bus_filter_t *f, const char *name, size_t len)
 {
+    unsigned char *e;
+    uint32_t h;
     if (!channel_ok(name, len))
         return SSE_BUS_ECHANNEL;
     if (sse_bus_filter_match(f, name, len))
         return SSE_BUS_OK;
-    if (f->n == SSE_BUS_FILTER_MAX)
+    if (f->n == SSE_BUS_FILTER_MAX || !f->space
+        || f->size - f->used < SSE_BUS_FILTER_ENTRY(len))
         return SSE_BUS_ETOOBIG;
-    f->hash[f->n] = sse_bus_channel_hash(name, len);
-    f->len[f->n] = (uint16_t)len;
-    memcpy(f->name[f->n], name, len);
+    h = sse_bus_channel_hash(name, len);
+    e = f->space + f->used;
+    e[0] = (unsigned char)len;
+    memcpy(e + 1, &h, 4);
+    memcpy(e + 5, name, len);
+    f->used += SSE_BUS_FILTER_ENTRY(len);
     f->n++;
     return SSE_BUS_OK;
 }
@@ -300,10 +312,15 @@ int sse_bus_filter_add(sse_bus_filter_t *f, const char *name, size_t len)
 int sse_bus__filter_match_hash(const sse_bus_filter_t *f, uint32_t hash,
                                const char *name, size_t len)
 {
-    for (unsigned i = 0; i < f->n; i++)
-        if (f->hash[i] == hash && f->len[i] == len
-            && memcmp(f->name[i], name, len) == 0)
+    const unsigned char *e = f->space, *end = e + f->used;
+    while (e < end) {
+        uint32_t h;
+        size_t l = e[0];
+        memcpy(&h, e + 1, 4);
+        if (h == hash && l == len && memcmp(e + 5, name, len) == 0)
             return 1;
+        e += 5 + l;
+    }
     return 0;
 }
 
@@ -312,4 +329,34 @@ int sse_bus_filter_match(const sse_bus_filter_t *f, const char *name,
 {
     return sse_bus__filter_match_hash(f, sse_bus_channel_hash(name, len), name,
                                       len);
+}
+
+size_t sse_bus_filter_space(const sse_bus_filter_t *f)
+{
+    return f->used;
+}
+
+void sse_bus_filter_copy(sse_bus_filter_t *dst, const sse_bus_filter_t *src,
+                         void *space)
+{
+    uint32_t used = src->used;
+    unsigned n = src->n;
+    if (used)
+        memmove(space, src->space, used);
+    dst->n = n;
+    dst->used = used;
+    dst->size = used;
+    dst->space = space;
+}
+
+const char *sse_bus_filter_name(const sse_bus_filter_t *f, unsigned i,
+                                size_t *len)
+{
+    const unsigned char *e = f->space;
+    if (i >= f->n)
+        return NULL;
+    while (i--)
+        e += 5 + e[0];
+    *len = e[0];
+    return (const char *)e + 5;
 }

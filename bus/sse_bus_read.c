@@ -17,10 +17,12 @@
  * index cannot answer, a bounded linear walk from the tail does.
  *
  * Ordered ids (MS-SEQ, e.g. Redis stream ids carried by sse-relay) are
- * resumed by numeric order, not equality: a linear walk from the tail finds
- * the first record above the id (O(records); fine for resumes, which are
- * rare next to deliveries), and the cursor keeps the id as a floor so that
- * records at or below it appended later are never sent again.
+ * resumed by numeric order, not equality: a binary search over sequence
+ * numbers (positions from the index) finds the first record above the id
+ * in O(log records), falling back on a linear walk from the tail when the
+ * index or the ring does not allow it (see seek_ordered); the cursor keeps
+ * the id as a floor so that records at or below it appended later are
+ * never sent again.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -328,18 +330,144 @@ int sse_bus_last_ordered_id(const sse_bus_t *b, uint64_t *ms, uint32_t *seq)
     return 1;
 }
 
+/* Records looked at from a probe to the next ordered record (seek_ordered)
+ * before the search gives up for the walk: a ring whose ordered records
+ * are sparse among bus-id records is searched by walking. */
+#define ORD_SCAN_MAX 64
+
+/* Position of the event with sequence seq (< head) from its index slot
+ * alone (no walk), or UINT64_MAX if the slot does not lead to it. */
+static uint64_t index_pos(const sse_bus_t *b, uint64_t seq, uint64_t head)
+{
+    struct sse_bus_rec r;
+    uint64_t p = atomic_load_explicit(&b->index[seq & b->index_mask],
+                                      memory_order_relaxed);
+    if (p < head && peek(b, p, &r) == PEEK_OK && r.type == SSE_BUS_REC_EVENT
+        && r.seq == seq)
+        return p;
+    return UINT64_MAX;
+}
+
+/* The first ordered record at or after position p (< head), in *rp, *r.
+ * 1 found; 0 none before head; -1 lapped (retry); -2 corrupt, or more than
+ * ORD_SCAN_MAX records to look at (walk instead). */
+static int ordered_from(const sse_bus_t *b, uint64_t p, uint64_t head,
+                        uint64_t *rp, struct sse_bus_rec *r)
+{
+    for (int n = 0; p < head; n++, p += r->len) {
+        int rv;
+        if (n >= ORD_SCAN_MAX)
+            return -2;
+        if ((rv = peek(b, p, r)) != PEEK_OK)
+            return rv == PEEK_LAPPED ? -1 : -2;
+        if (r->type == SSE_BUS_REC_EVENT
+            && (r->flags & SSE_BUS_RECF_ORDERED)) {
+            *rp = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* What walk_ordered does for a resume, in O(log records): a binary search
+ * over sequence numbers (found in O(1) through the index) for the first
+ * ordered record above (ms, seq). Exact when ordered ids increase along
+ * the ring, which is how sse-relay writes them (only ids above the bus's
+ * greatest are appended); with ids published out of order it finds some
+ * record above the id, and the floor still keeps out everything at or
+ * below it. f(s) = the first ordered record at or after sequence s; "f(s)
+ * above the id" is false then true as s grows: search for the first s
+ * where it is true. Fills w->seen and w->old_* (the oldest ordered record)
+ * like the walk. Returns 1 when c is placed, 0 if the walk must do it
+ * (lapped 8 times, an index slot reused, sparse ordered records, corrupt
+ * records). */
+static int seek_ordered(const sse_bus_t *b, sse_bus_cursor_t *c, uint64_t ms,
+                        uint32_t seq, ord_walk_t *w)
+{
+    struct sse_bus_rec r;
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t head = head_acquire(b), tail = tail_acquire(b);
+        uint64_t last = sse_bus__last_seq_below(b, head,
+            atomic_load_explicit(&b->hdr->head_seq, memory_order_relaxed));
+        uint64_t p, lo, hi, found_p = head, found_seq = last + 1;
+        int rv, lapped = 0;
+
+        memset(w, 0, sizeof *w);
+        rv = ordered_from(b, tail, head, &p, &r);
+        if (rv == -1)
+            continue;
+        if (rv == -2)
+            return 0;
+        if (rv == 1) {
+            w->seen = 1;
+            w->old_ms = w->max_ms = r.ord_ms;
+            w->old_seq = w->max_seq = r.ord_seq;
+            if (sse_bus_ord_cmp(r.ord_ms, r.ord_seq, ms, seq) > 0) {
+                found_p = p; /* the oldest is already above the id */
+                found_seq = r.seq;
+            }
+        }
+        /* Invariant: f(lo) is at or below the id; f(hi) above it, hi =
+         * last + 1 standing for "nothing above it yet" (the head). */
+        lo = rv == 1 ? r.seq : 0;
+        hi = last + 1;
+        if (lo > last) /* a sequence beyond the head: corrupt, walk */
+            return 0;
+        while (rv == 1 && found_p == head && hi - lo > 1) {
+            uint64_t mid = lo + (hi - lo) / 2, mp = index_pos(b, mid, head);
+            int fr;
+            if (mp == UINT64_MAX) {
+                /* Overwritten meanwhile (retry) or the slot was reused by
+                 * a later sequence (small records: walk). */
+                if (tail_acquire(b) != tail) {
+                    lapped = 1;
+                    break;
+                }
+                return 0;
+            }
+            fr = ordered_from(b, mp, head, &p, &r);
+            if (fr == -1) {
+                lapped = 1;
+                break;
+            }
+            if (fr == -2)
+                return 0;
+            if (fr == 0 || sse_bus_ord_cmp(r.ord_ms, r.ord_seq, ms, seq) > 0) {
+                hi = mid;
+                c->pos = fr ? p : head;
+                c->next_seq = fr ? r.seq : last + 1;
+            }
+            else {
+                lo = mid;
+            }
+        }
+        if (lapped)
+            continue;
+        if (rv == 1 && found_p == head && hi <= last) {
+            /* c was set by the probe that last lowered hi */
+            return 1;
+        }
+        c->pos = found_p;
+        c->next_seq = found_seq;
+        return 1;
+    }
+    return 0;
+}
+
 /* Resume after an ordered id (see sse_bus.h): before the first record
  * with a greater ordered id, with a floor so that records at or below it
  * that a lagging relay appends later are skipped too. GAP when the ring's
  * oldest ordered record is already above the id: what came between may be
- * gone (a relay that knows better writes a gap marker instead). */
+ * gone (a relay that knows better writes a gap marker instead). Found by
+ * a binary search (seek_ordered), or by walking the ring when the search
+ * cannot be trusted to. */
 static sse_bus_resume_t resume_ordered(sse_bus_cursor_t *c,
                                        const sse_bus_t *b, uint64_t ms,
                                        uint32_t seq)
 {
     ord_walk_t w;
     cursor_init(c, b);
-    if (!walk_ordered(b, c, ms, seq, &w))
+    if (!seek_ordered(b, c, ms, seq, &w) && !walk_ordered(b, c, ms, seq, &w))
         sse_bus_cursor_oldest(c, b);
     c->floor_set = 1;
     c->floor_ms = ms;

@@ -286,26 +286,36 @@ static const char publish_help[] =
     "usage: sse-pub publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
     "       sse-pub publish --redis URL [--stream-key K] [--maxlen N]\n"
     "                       --channel C [--event T] [DATA | -]\n"
+    "       sse-pub publish --sentinel HOST:PORT[,...] --master NAME ...\n"
     "Publish one event and print its id. DATA '-' reads the data from stdin\n"
     "(one trailing newline is dropped); no DATA publishes empty data.\n"
     "Newlines (CR, LF, CRLF) in the data become separate data: lines.\n"
     "--redis redis://[:PASSWORD@]HOST:PORT[/DB] appends to a Redis stream\n"
     "(XADD, default key 'sse', trimmed to about --maxlen entries, default\n"
     "1000000) instead of a bus; Redis assigns the id, which is printed.\n"
+    "--sentinel HOST:PORT[,...] --master NAME instead of --redis: the\n"
+    "master is asked from the sentinels (each in turn) and checked with\n"
+    "ROLE; during a failover it is looked for again for up to 10 s, and\n"
+    "events a demoted master refused (READONLY, NOREPLICAS) are resent.\n"
     "sse-relay copies the stream into each host's bus.\n";
 
 /* Options shared by publish and stream for the Redis target. */
 typedef struct {
     const char *url, *key;
     uint64_t maxlen;
+    const char *sentinels, *master; /* --sentinel, --master */
+    const char *remote; /* non-NULL: to Redis (url, sentinels or master) */
 } redis_opts_t;
 
-enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN };
+enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN, OPT_SENTINEL,
+       OPT_MASTER };
 
 static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
 {
     switch (c) {
-    case OPT_REDIS: ro->url = optarg; return 0;
+    case OPT_REDIS: ro->url = ro->remote = optarg; return 0;
+    case OPT_SENTINEL: ro->sentinels = ro->remote = optarg; return 0;
+    case OPT_MASTER: ro->master = optarg; ro->remote = optarg; return 0;
     case OPT_STREAM_KEY: ro->key = optarg; return 0;
     case OPT_MAXLEN:
         if (parse_u64(optarg, &ro->maxlen) || ro->maxlen == 0)
@@ -356,10 +366,12 @@ static int cmd_publish(int argc, char **argv)
         {"redis", required_argument, 0, OPT_REDIS},
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
+        {"sentinel", required_argument, 0, OPT_SENTINEL},
+        {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL, *id = NULL;
-    redis_opts_t ro = {NULL, "sse", 1000000};
+    redis_opts_t ro = {NULL, "sse", 1000000, NULL, NULL, NULL};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -368,24 +380,25 @@ static int cmd_publish(int argc, char **argv)
         case 'i': id = optarg; break;
         case 'h': fputs(publish_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
+        case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("publish ", c, &ro))
                 return EXIT_USAGE;
             break;
         default: return usage_error("publish ", "bad option");
         }
     }
-    int nargs = argc - optind, npath = ro.url ? 0 : 1;
+    int nargs = argc - optind, npath = ro.remote ? 0 : 1;
     if (nargs < npath || nargs > npath + 1)
-        return usage_error("publish ", ro.url ? "publish --redis takes at "
+        return usage_error("publish ", ro.remote ? "publish --redis takes at "
                            "most one DATA argument and no PATH"
                            : "publish takes PATH and at most one DATA "
                              "argument");
     if (!channel)
         return usage_error("publish ", "--channel is required");
-    if (ro.url && id)
+    if (ro.remote && id)
         return usage_error("publish ", "--id cannot be used with --redis: "
                                        "Redis assigns the id");
-    const char *path = ro.url ? ro.url : argv[optind];
+    const char *path = ro.remote ? ro.remote : argv[optind];
     const char *data = nargs == npath + 1 ? argv[optind + npath] : "";
     size_t data_len = strlen(data);
     char *owned = NULL;
@@ -404,7 +417,7 @@ static int cmd_publish(int argc, char **argv)
     }
 
     int rc;
-    if (ro.url) {
+    if (ro.remote) {
         sse_bus_event_t rev = {
             .channel = channel, .channel_len = strlen(channel),
             .event = event, .event_len = event ? strlen(event) : 0,
@@ -416,7 +429,8 @@ static int cmd_publish(int argc, char **argv)
         rc = sse_bus_event_check(NULL, &rev, &rerr);
         if (rc != SSE_BUS_OK)
             rc = bus_error(rc, &rerr, "event");
-        else if ((rc = sse_pub_redis_open(ro.url, ro.key, ro.maxlen, &r))
+        else if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master,
+                                         ro.key, ro.maxlen, &r))
                  == 0) {
             rc = sse_pub_redis_add(r, &rev, 1, rid, sizeof rid);
             sse_pub_redis_close(r);
@@ -470,6 +484,7 @@ static const char stream_help[] =
     "usage: sse-pub stream PATH [--channel C] [--event T]"
     " [--format lines|ndjson]\n"
     "       sse-pub stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "       sse-pub stream --sentinel HOST:PORT[,...] --master NAME ...\n"
     "Publish one event per stdin line until end of input (to a Redis\n"
     "stream with --redis: see `sse-pub publish --help`; ndjson ids are\n"
     "then ignored, Redis assigns them).\n"
@@ -708,10 +723,12 @@ static int cmd_stream(int argc, char **argv)
         {"redis", required_argument, 0, OPT_REDIS},
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
+        {"sentinel", required_argument, 0, OPT_SENTINEL},
+        {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL;
-    redis_opts_t ro = {NULL, "sse", 1000000};
+    redis_opts_t ro = {NULL, "sse", 1000000, NULL, NULL, NULL};
     int ndjson = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -725,14 +742,15 @@ static int cmd_stream(int argc, char **argv)
             break;
         case 'h': fputs(stream_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
+        case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("stream ", c, &ro))
                 return EXIT_USAGE;
             break;
         default: return usage_error("stream ", "bad option");
         }
     }
-    if (optind != argc - (ro.url ? 0 : 1))
-        return usage_error("stream ", ro.url ? "stream --redis takes no PATH"
+    if (optind != argc - (ro.remote ? 0 : 1))
+        return usage_error("stream ", ro.remote ? "stream --redis takes no PATH"
                                              : "stream takes exactly one "
                                                "PATH");
     if (!ndjson && !channel)
@@ -740,9 +758,10 @@ static int cmd_stream(int argc, char **argv)
                                       "--format lines");
     static batch_t b; /* large (evs); one per process */
     int rc;
-    if (ro.url) {
-        b.path = ro.url;
-        if ((rc = sse_pub_redis_open(ro.url, ro.key, ro.maxlen, &b.redis)))
+    if (ro.remote) {
+        b.path = ro.remote;
+        if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master, ro.key,
+                                     ro.maxlen, &b.redis)))
             return rc;
     } else {
         b.path = argv[optind];
@@ -896,7 +915,100 @@ static int cmd_stream(int argc, char **argv)
 
 static const char info_help[] =
     "usage: sse-pub info PATH [--json]\n"
-    "Print the bus header: format, size, fill, counters.\n";
+    "Print the bus header: format, size, fill, counters; and, if an\n"
+    "sse-relay serves the bus (PATH.relay-status exists), the relay's\n"
+    "state: connected or not, cursor, lag, gaps, reconnects, and how old\n"
+    "its status is (\"stale\" when older than the relay promises to\n"
+    "rewrite it: the relay may be dead).\n";
+
+/* A string for JSON output (relay status strings are printable ASCII,
+ * validated by the library; quotes and backslashes still need escaping). */
+static void json_put_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
+        else putchar(*s);
+    }
+    putchar('"');
+}
+
+/* The relay part of `info` (sse_bus_relay_status_read). */
+static void info_relay(const char *path, int json)
+{
+    sse_bus_relay_status_t st;
+    sse_bus_error_t err;
+    memset(&err, 0, sizeof err);
+    int rc = sse_bus_relay_status_read(path, &st, &err);
+    if (json) {
+        if (rc != SSE_BUS_OK) {
+            printf(",\"relay\":null");
+            if (rc != SSE_BUS_ENOENT) {
+                printf(",\"relay_error\":");
+                json_put_str(err.msg);
+            }
+            return;
+        }
+        printf(",\"relay\":{\"connected\":%s,\"stale\":%s,\"age_s\":%"
+               PRId64 ",\"stale_after_ms\":%" PRIu64 ",\"pid\":%ld,"
+               "\"redis\":", st.connected ? "true" : "false",
+               st.stale ? "true" : "false", st.age_s, st.stale_after_ms,
+               st.pid);
+        json_put_str(st.redis);
+        printf(",\"master\":");
+        json_put_str(st.master);
+        printf(",\"stream_key\":");
+        json_put_str(st.stream_key);
+        printf(",\"cursor\":");
+        json_put_str(st.cursor);
+        printf(",\"redis_last_id\":");
+        json_put_str(st.redis_last_id);
+        if (st.lag_events_known)
+            printf(",\"lag_events\":%" PRIu64, st.lag_events);
+        else
+            printf(",\"lag_events\":null");
+        printf(",\"lag_ms\":%" PRIu64 ",\"events_relayed\":%" PRIu64
+               ",\"events_skipped\":%" PRIu64 ",\"gaps\":%" PRIu64
+               ",\"reconnects\":%" PRIu64 ",\"id_repairs\":%" PRIu64
+               ",\"master_changes\":%" PRIu64 ",\"down_since\":%" PRIu64
+               ",\"updated\":%" PRIu64 "}", st.lag_ms, st.relayed,
+               st.skipped, st.gaps, st.reconnects, st.id_repairs,
+               st.master_changes, st.down_since, st.updated);
+        return;
+    }
+    if (rc == SSE_BUS_ENOENT)
+        return;
+    if (rc != SSE_BUS_OK) {
+        printf("relay        status ignored: %s\n", err.msg);
+        return;
+    }
+    char lag[48] = "unknown (not yet at the stream's end)";
+    if (st.lag_events_known)
+        snprintf(lag, sizeof lag, "%" PRIu64 " events", st.lag_events);
+    if (st.stale)
+        printf("relay        STALE: status written %" PRId64 " s ago (the "
+               "relay rewrites it within %" PRIu64 " s): sse-relay pid %ld "
+               "may be dead; what it said last:\n", st.age_s,
+               (st.stale_after_ms + 999) / 1000, st.pid);
+    if (st.connected)
+        printf("relay        connected to %s, stream '%s' (pid %ld, status "
+               "%" PRId64 " s old)\n", st.master[0] ? st.master : st.redis,
+               st.stream_key, st.pid, st.age_s);
+    else
+        printf("relay        NOT connected to Redis (%s) since %" PRIu64
+               " (unix s); the bus keeps serving what it holds (pid %ld, "
+               "status %" PRId64 " s old)\n", st.redis, st.down_since,
+               st.pid, st.age_s);
+    printf("relay cursor %s (Redis last id %s)\n",
+           st.cursor[0] ? st.cursor : "(none)",
+           st.redis_last_id[0] ? st.redis_last_id : "(unknown)");
+    printf("relay lag    %s, %" PRIu64 " ms\n", lag, st.lag_ms);
+    printf("relay counts %" PRIu64 " relayed, %" PRIu64 " skipped, %" PRIu64
+           " gaps written, %" PRIu64 " reconnects, %" PRIu64 " id repairs, %"
+           PRIu64 " master changes\n", st.relayed, st.skipped, st.gaps,
+           st.reconnects, st.id_repairs, st.master_changes);
+}
 
 static void fmt_time(uint64_t ns, char *out, size_t n)
 {
@@ -963,13 +1075,15 @@ static int cmd_info(int argc, char **argv)
                "\"bytes_total\":%" PRIu64 ",\"recoveries\":%" PRIu64 ","
                "\"waiters\":%" PRIu32 ",\"wake_ok\":%s,"
                "\"index_slots\":%" PRIu64 ","
-               "\"file_size\":%" PRIu64 "}\n",
+               "\"file_size\":%" PRIu64,
                in.version, in.epoch, in.capacity, in.max_record,
                in.retired ? "true" : "false", stale ? "true" : "false",
                in.created_ns, in.head_seq, in.tail_seq, head_id, tail_id,
                events, in.head_pos, in.tail_pos, used, fill, in.bytes_total,
                in.recoveries, in.waiters, in.wake_ok ? "true" : "false",
                in.index_slots, in.file_size);
+        info_relay(path, 1);
+        printf("}\n");
     } else {
         printf("bus          %s%s\n", path,
                in.retired ? " (retired: replaced by a newer bus)"
@@ -998,6 +1112,7 @@ static int cmd_info(int argc, char **argv)
                in.wake_ok ? "yes (publishers wake only registered waiters)"
                           : "not usable here (publishers always wake; "
                             "readers poll)");
+        info_relay(path, 0);
     }
     sse_bus_close(bus);
     if (fflush(stdout) != 0)
@@ -1033,7 +1148,8 @@ static int cmd_tail(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     static sse_bus_filter_t filter;
-    sse_bus_filter_init(&filter);
+    static unsigned char filter_space[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&filter, filter_space, sizeof(filter_space));
     const char *from = NULL;
     int start_mode = 0; /* 0 newest, 1 oldest, 2 last, 3 from */
     uint64_t last_n = 0, count = 0;
@@ -1243,6 +1359,7 @@ static const char main_help[] =
     "  publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
     "  stream PATH [--channel C] [--event T] [--format lines|ndjson]\n"
     "  publish|stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "  publish|stream --sentinel HOST:PORT[,...] --master NAME ...\n"
     "              (to a Redis stream; sse-relay feeds each host's bus)\n"
     "  info PATH [--json]\n"
     "  tail PATH [--channel C ...] [--from ID | --oldest | --last N]\n"

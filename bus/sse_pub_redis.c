@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sse_pub_redis.h"
 
@@ -21,14 +22,55 @@
 
 struct sse_pub_redis {
     redisContext *c;
-    sse_redis_addr_t addr;
+    sse_redis_target_t tgt;
     char key[256];
     char maxlen[24];
 };
 
 #define PUB_TIMEOUT_MS 10000
+/* Through Sentinel: how long to keep looking for a master (a failover
+ * takes down-after-milliseconds plus an election, seconds) and the pause
+ * between attempts, doubling. */
+#define PUB_FAILOVER_WAIT_MS 10000
+#define PUB_BACKOFF_MIN_MS 50
+#define PUB_BACKOFF_MAX_MS 1000
 
-int sse_pub_redis_open(const char *url, const char *key, uint64_t maxlen,
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* (Re)connect; through Sentinel keep trying until deadline (ms, monotonic).
+ * 0, or 1 after printing why. */
+static int pub_connect(sse_pub_redis_t *r, long long deadline)
+{
+    char err[1024];
+    int backoff = PUB_BACKOFF_MIN_MS;
+    if (r->c) {
+        redisFree(r->c);
+        r->c = NULL;
+    }
+    for (;;) {
+        r->c = sse_redis_target_connect(&r->tgt, PUB_TIMEOUT_MS, err,
+                                        sizeof err);
+        if (r->c)
+            return 0;
+        if (!r->tgt.master_name[0] || now_ms() + backoff > deadline)
+            break;
+        struct timespec ts = {0, (long)backoff * 1000000L};
+        nanosleep(&ts, NULL);
+        backoff = backoff * 2 > PUB_BACKOFF_MAX_MS ? PUB_BACKOFF_MAX_MS
+                                                   : backoff * 2;
+    }
+    fprintf(stderr, "sse-pub: %s%s\n", err, r->tgt.master_name[0]
+            ? " (kept trying for 10 s)" : "");
+    return 1;
+}
+
+int sse_pub_redis_open(const char *url, const char *sentinels,
+                       const char *master, const char *key, uint64_t maxlen,
                        sse_pub_redis_t **out)
 {
     char err[512];
@@ -43,16 +85,15 @@ int sse_pub_redis_open(const char *url, const char *key, uint64_t maxlen,
         free(r);
         return 2;
     }
-    if (sse_redis_parse_url(url, &r->addr, err, sizeof err) < 0) {
+    if (sse_redis_target_parse(&r->tgt, url, sentinels, master, err,
+                               sizeof err) < 0) {
         fprintf(stderr, "sse-pub: %s\n", err);
         free(r);
         return 2;
     }
     strcpy(r->key, key);
     snprintf(r->maxlen, sizeof r->maxlen, "%llu", (unsigned long long)maxlen);
-    r->c = sse_redis_connect(&r->addr, PUB_TIMEOUT_MS, err, sizeof err);
-    if (!r->c) {
-        fprintf(stderr, "sse-pub: %s\n", err);
+    if (pub_connect(r, now_ms() + PUB_FAILOVER_WAIT_MS)) {
         free(r);
         return 1;
     }
@@ -84,38 +125,85 @@ static void append_xadd(sse_pub_redis_t *r, const sse_bus_event_t *ev)
     redisAppendCommandArgv(r->c, n, argv, lens);
 }
 
+/* An error reply that means "not stored, ask another master". */
+static int refused_by_non_master(const redisReply *rep)
+{
+    static const char *const codes[] = {"READONLY", "NOREPLICAS",
+                                        "MASTERDOWN", "LOADING"};
+    if (rep->type != REDIS_REPLY_ERROR)
+        return 0;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strncmp(rep->str, codes[i], strlen(codes[i])) == 0)
+            return 1;
+    return 0;
+}
+
 int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
                       size_t n, char *last_id, size_t len)
 {
-    size_t i, stored = 0;
+    size_t i, off = 0, stored = 0;
+    long long deadline = now_ms() + PUB_FAILOVER_WAIT_MS;
     int rc = 0;
-    for (i = 0; i < n; i++)
-        append_xadd(r, &evs[i]);
-    for (i = 0; i < n; i++) {
-        redisReply *rep = NULL;
-        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
-            fprintf(stderr, "sse-pub: Redis at %s:%d stopped answering "
-                    "(%s) after %zu of %zu events were stored; the next "
-                    "may or may not have been: check the stream before "
-                    "publishing again (a retry stores duplicates under new "
-                    "ids)\n", r->addr.host, r->addr.port, r->c->errstr,
+    for (;;) {
+        size_t refused_from = n; /* first event refused by a non-master */
+        int stored_after = 0;
+        for (i = off; i < n; i++)
+            append_xadd(r, &evs[i]);
+        for (i = off; i < n; i++) {
+            redisReply *rep = NULL;
+            if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep) {
+                fprintf(stderr, "sse-pub: Redis at %s:%d stopped answering "
+                        "(%s) after %zu of %zu events were stored; the next "
+                        "may or may not have been: check the stream before "
+                        "publishing again (a retry stores duplicates under "
+                        "new ids)\n", r->tgt.addr.host, r->tgt.addr.port,
+                        r->c->errstr, stored, n);
+                return 1;
+            }
+            if (rep->type == REDIS_REPLY_STRING) {
+                stored++;
+                if (refused_from < n)
+                    stored_after = 1;
+                if (last_id && len)
+                    snprintf(last_id, len, "%s", rep->str);
+            }
+            else if (r->tgt.master_name[0] && refused_by_non_master(rep)) {
+                if (refused_from == n)
+                    refused_from = i;
+            }
+            else if (!rc) {
+                fprintf(stderr, "sse-pub: Redis refused XADD to '%s': %s: "
+                        "check that the key holds a stream\n", r->key,
+                        rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+                rc = 1;
+            }
+            freeReplyObject(rep);
+        }
+        if (rc || refused_from == n)
+            return rc;
+        if (stored_after) {
+            fprintf(stderr, "sse-pub: %s:%d refused some events (not a "
+                    "master any more?) and stored later ones: the stream "
+                    "now lacks events %zu and after of this batch of %zu; "
+                    "publish them again\n", r->tgt.addr.host,
+                    r->tgt.addr.port, refused_from + 1, n);
+            return 1;
+        }
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "sse-pub: master %s:%d refused writes (demoted "
+                    "or min-replicas-to-write not met) for 10 s; %zu of %zu "
+                    "events were stored: check the sentinels and the "
+                    "replicas\n", r->tgt.addr.host, r->tgt.addr.port,
                     stored, n);
             return 1;
         }
-        if (rep->type == REDIS_REPLY_STRING) {
-            stored++;
-            if (last_id && len)
-                snprintf(last_id, len, "%s", rep->str);
-        }
-        else if (!rc) {
-            fprintf(stderr, "sse-pub: Redis refused XADD to '%s': %s: "
-                    "check that the key holds a stream\n", r->key,
-                    rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
-            rc = 1;
-        }
-        freeReplyObject(rep);
+        /* Not stored: safe to send them again, to the master found anew. */
+        struct timespec ts = {0, PUB_BACKOFF_MIN_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        if (pub_connect(r, deadline))
+            return 1;
+        off = refused_from;
     }
-    return rc;
 }
 
 void sse_pub_redis_close(sse_pub_redis_t *r)
@@ -124,17 +212,20 @@ void sse_pub_redis_close(sse_pub_redis_t *r)
         return;
     if (r->c)
         redisFree(r->c);
+    sse_redis_target_close(&r->tgt);
     free(r);
 }
 
 #else /* !SSE_HAVE_HIREDIS */
 
-int sse_pub_redis_open(const char *url, const char *key, uint64_t maxlen,
+int sse_pub_redis_open(const char *url, const char *sentinels,
+                       const char *master, const char *key, uint64_t maxlen,
                        sse_pub_redis_t **out)
 {
-    (void)url; (void)key; (void)maxlen; (void)out;
+    (void)url; (void)sentinels; (void)master; (void)key; (void)maxlen;
+    (void)out;
     fprintf(stderr, "sse-pub: this sse-pub was built without hiredis, so "
-            "--redis is not available: install it (Debian: apt-get install "
+            "--redis and --sentinel are not available: install it (Debian: apt-get install "
             "libhiredis-dev) and re-run ./configure && make\n");
     return 1;
 }

@@ -19,15 +19,24 @@
 
 typedef struct sse_pub_redis sse_pub_redis_t;
 
-/* Connect to url; events go to stream `key`, trimmed approximately to
- * `maxlen` entries (MAXLEN ~). */
-int sse_pub_redis_open(const char *url, const char *key, uint64_t maxlen,
+/* Connect to url, or (url NULL) to the master that the sentinels (a
+ * comma-separated HOST:PORT list) name for `master`; events go to stream
+ * `key`, trimmed approximately to `maxlen` entries (MAXLEN ~). Through
+ * Sentinel, a master that cannot be found is looked for again with backoff
+ * for up to 10 s (a failover in progress). */
+int sse_pub_redis_open(const char *url, const char *sentinels,
+                       const char *master, const char *key, uint64_t maxlen,
                        sse_pub_redis_t **out);
 
 /* XADD evs[0..n) in one pipeline (ev->id is ignored: Redis assigns ids).
  * last_id (may be NULL, lenth len) receives the id of the last event.
  * A failure part-way leaves the events before it stored: a caller that
- * retries the whole batch duplicates them (under new ids). */
+ * retries the whole batch duplicates them (under new ids). Through
+ * Sentinel, events that the server refused without storing them (READONLY:
+ * it was demoted; NOREPLICAS: min-replicas-to-write not met, e.g. its
+ * replica was just promoted) are sent again to the master found anew, for
+ * up to 10 s; a lost connection is not retried (the events in flight may
+ * or may not be stored). */
 int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
                       size_t n, char *last_id, size_t len);
 

@@ -15,12 +15,12 @@
  *     the bus never holds half a batch;
  *   - only entries with an id above the cursor are appended, in stream
  *     order: ids in the bus are strictly increasing and never duplicated;
- *   - loss is never silent. Every read is a Lua script that, atomically
- *     with the XRANGE, checks that Redis still holds what follows the
- *     cursor (see RELAY_SCRIPT). If it does not (trimmed past a stalled
- *     relay, FLUSHALL, a failover that lost writes, a history already
- *     trimmed when an empty bus is filled), the relay writes a gap marker
- *     before the next entry: a broadcast event (every stream gets it),
+ *   - loss is never silent. Every read runs a Lua script in the same
+ *     transaction as its XRANGE, which checks that Redis still holds what
+ *     follows the cursor (see RELAY_SCRIPT). If it does not (trimmed past
+ *     a stalled relay, FLUSHALL, a failover that lost writes, a history
+ *     already trimmed when an empty bus is filled), the relay writes a gap
+ *     marker before the next entry: a broadcast event (every stream gets it),
  *     type "sse-reset", whose id is the predecessor of that entry's id, so
  *     a client that resumes from before the gap reads it and one that
  *     resumes after it does not. If the stream's last id went below the
@@ -29,7 +29,10 @@
  *   - Redis going away never stops the bus from serving: the relay
  *     reconnects with backoff (50 ms doubling to 2 s) and catches up. Its
  *     blocking reads have a timeout longer than XREAD BLOCK and the socket
- *     has TCP keepalive, so a silently dead connection is noticed.
+ *     has TCP keepalive, so a silently dead connection is noticed. With
+ *     --sentinel the master is found again (and checked with ROLE) at
+ *     every reconnection, and a sentinel is asked about once a second
+ *     whether it moved (ensure_connected).
  *
  * Reading: catch up with the script (XRANGE (cursor + COUNT n); when it
  * returns nothing, wait with XREAD BLOCK ms COUNT 1 STREAMS key cursor
@@ -51,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,14 +63,21 @@
 
 #define RELAY_BATCH_DEFAULT 1000
 #define RELAY_BATCH_MAX 10000
+#define RELAY_CATCH_UP_FACTOR 4 /* reads sent ahead ask for 4 x --batch */
 #define RELAY_BLOCK_MS_DEFAULT 1000
 #define RELAY_BACKOFF_MIN_MS 50
 #define RELAY_BACKOFF_MAX_MS 2000
+#define RELAY_MASTER_CHECK_MS 1000     /* --sentinel: ask where the master is */
+#define RELAY_SENTINEL_TIMEOUT_MS 1000 /* ... and wait this long at most */
 #define RELAY_GAP_CHANNEL "sse.relay"
 #define RELAY_RESET_EVENT "sse-reset"
 
-/* KEYS[1] stream; ARGV[1] cursor ("" = the bus holds no ordered id yet);
- * ARGV[2] COUNT. Returns {flag, entries, last-generated-id}, flag:
+/* The gap check, run atomically with the read (MULTI / EVAL this / XRANGE /
+ * EXEC, see send_read). KEYS[1] stream; ARGV[1] cursor ("" = the bus holds
+ * no ordered id yet); ARGV[2] the cursor's offset ("" = unknown) and
+ * ARGV[3] the stream's mark it is valid for (see below); ARGV[4] a fresh
+ * random mark. Returns {flag, last-generated-id, entries-added, length,
+ * mark, 1 if the cursor's entry is in the stream}, flag:
  *   0 nothing lost;
  *   1 the cursor's entry is no longer in the stream while later ids were
  *     generated: what followed it may be gone (trimmed past a stalled
@@ -77,12 +88,39 @@
  *     raised to the cursor with XSETID;
  *   4 first fill of an empty bus and the stream's history was trimmed.
  * Trimming removes a prefix, so if the cursor's entry is still there so is
- * everything after it. The converse is conservative: a cursor trimmed
- * while its successor survived also reads as a gap, but then the marker
- * (the successor's predecessor) is not above the cursor and none is
- * written (make_gap_marker). Lua numbers are doubles: exact for millisecond times (< 2^53). */
+ * everything after it, and the XRANGE queued behind this script in the
+ * same transaction sees exactly that. The converse is conservative: a
+ * cursor trimmed while its successor survived also reads as a gap, but
+ * then the marker (the successor's predecessor) is not above the cursor
+ * and none is written (make_gap_marker). The entries themselves are read
+ * by a plain XRANGE, not by the script: a script's reply is converted to
+ * Lua tables and back, which cost Redis more than the read itself
+ * (bench/RESULTS.md). Lua numbers are doubles: exact for millisecond
+ * times (< 2^53).
+ *
+ * Exact check when the cursor's entry is gone (flag 1 turned into 0). A
+ * trim that ends exactly at the relay's last entry loses nothing, yet the
+ * cursor's entry is gone. The relay knows the cursor's offset `off`
+ * (relay_t.off): with E = entries-added when it was computed, entries
+ * after the cursor then numbered E - off, and every entry added since
+ * counts in entries-added. So if nothing after the cursor was removed,
+ * the entries after it now number entries-added - off; and if the oldest
+ * entry held is above the cursor, that number is the stream's length.
+ * Length == entries-added - off means nothing after the cursor was
+ * removed: no gap. It is trusted only for the same stream object (a
+ * stream deleted and re-created counts entries-added from 0 again): the
+ * first relay to read a stream marks it with a consumer group named
+ * sse-relay-mark-<random> (no reader uses it; consumer groups live and die
+ * with the stream and replicate with it), and `off` is used only with the
+ * mark it was computed under, on the same connection. Never trusted, so
+ * conservative as before: after a relay's start, a reconnect (failover),
+ * a gap, reads sent ahead while catching up, FLUSHALL (the stream is
+ * gone: what was added after the last read cannot be known), a cursor
+ * whose own entry alone was deleted (older entries still held), and a
+ * server that refuses the mark (a replica: read-only). */
 static const char RELAY_SCRIPT[] =
-    "local key, cur, n = KEYS[1], ARGV[1], tonumber(ARGV[2])\n"
+    "local key, cur, off, tok, new = KEYS[1], ARGV[1], ARGV[2], ARGV[3],"
+    " ARGV[4]\n"
     "local function cmp(x, y)\n"
     "  local xm, xs = string.match(x, '^(%d+)-(%d+)$')\n"
     "  local ym, ys = string.match(y, '^(%d+)-(%d+)$')\n"
@@ -91,34 +129,51 @@ static const char RELAY_SCRIPT[] =
     "  if xs ~= ys then return xs < ys and -1 or 1 end\n"
     "  return 0\n"
     "end\n"
+    "local function token()\n"
+    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do\n"
+    "    for i = 1, #g, 2 do\n"
+    "      if g[i] == 'name' and string.sub(g[i + 1], 1, 15) =="
+    " 'sse-relay-mark-' then return string.sub(g[i + 1], 16) end\n"
+    "    end\n"
+    "  end\n"
+    "  local r = redis.pcall('XGROUP', 'CREATE', key, 'sse-relay-mark-' .."
+    " new, '$')\n"
+    "  if type(r) == 'table' and r.err then return '' end\n"
+    "  return new\n"
+    "end\n"
     "if redis.call('EXISTS', key) == 0 then\n"
-    "  if cur == '' then return {0, {}, ''} end\n"
+    "  if cur == '' then return {0, '', 0, 0, '', 0} end\n"
     "  redis.call('XGROUP', 'CREATE', key, 'sse-relay-init', '$', 'MKSTREAM')\n"
     "  redis.call('XGROUP', 'DESTROY', key, 'sse-relay-init')\n"
     "  redis.call('XSETID', key, cur)\n"
-    "  return {2, {}, cur}\n"
+    "  return {2, cur, 0, 0, token(), 0}\n"
     "end\n"
     "local info = redis.call('XINFO', 'STREAM', key)\n"
     "local f = {}\n"
     "for i = 1, #info, 2 do f[info[i]] = info[i + 1] end\n"
-    "local last = f['last-generated-id']\n"
+    "local last, added = f['last-generated-id'], f['entries-added'] or -1\n"
+    "local tk = token()\n"
     "if cur == '' then\n"
     "  local flag = 0\n"
-    "  if f['entries-added'] and f['entries-added'] > f['length'] then\n"
-    "    flag = 4\n"
-    "  end\n"
-    "  return {flag, redis.call('XRANGE', key, '-', '+', 'COUNT', n), last}\n"
+    "  if added > f['length'] then flag = 4 end\n"
+    "  return {flag, last, added, f['length'], tk, 0}\n"
     "end\n"
     "local flag = 0\n"
     "if cmp(last, cur) < 0 then\n"
     "  redis.call('XSETID', key, cur)\n"
-    "  return {3, {}, cur}\n"
+    "  return {3, cur, added, f['length'], tk, 0}\n"
     "end\n"
-    "if cmp(last, cur) > 0 and #redis.call('XRANGE', key, cur, cur) == 0 then\n"
+    "local have = #redis.call('XRANGE', key, cur, cur)\n"
+    "if cmp(last, cur) > 0 and have == 0 then\n"
     "  flag = 1\n"
+    "  local first = f['first-entry']\n"
+    "  if off ~= '' and tok ~= '' and tok == tk and added >= 0\n"
+    "     and (not first or cmp(first[1], cur) > 0)\n"
+    "     and f['length'] == added - tonumber(off) then\n"
+    "    flag = 0\n"
+    "  end\n"
     "end\n"
-    "return {flag, redis.call('XRANGE', key, '(' .. cur, '+', 'COUNT', n),"
-    " last}\n";
+    "return {flag, last, added, f['length'], tk, have}\n";
 
 static const char *const flag_reason[] = {
     "none",
@@ -131,7 +186,12 @@ static const char *const flag_reason[] = {
 typedef struct {
     /* options */
     const char *bus_path, *url, *key, *status_path;
-    sse_redis_addr_t addr;
+    const char *sentinels, *master; /* --sentinel, --master */
+    /* tgt.addr: the server (--redis), or the master found last through
+     * Sentinel (--sentinel), see ensure_connected */
+    sse_redis_target_t tgt;
+    long long master_checked_ms; /* Sentinel last asked (monotonic) */
+    uint64_t master_changes;     /* connections to another master */
     unsigned batch;
     int block_ms, timeout_ms;
 
@@ -147,6 +207,20 @@ typedef struct {
     int backoff_ms;
     time_t down_since, last_down_log;
     char last_id[48]; /* stream's last-generated-id at the last read */
+    /* A read sent ahead (pipelined while catching up) whose reply is not
+     * read yet, and the cursor it was sent with. */
+    int inflight, inflight_have_cur;
+    unsigned inflight_count;
+    char inflight_cur[48];
+    /* Lag in events: the cursor's offset in the stream's entries-added
+     * numbering, known once a read reached the stream's end (then it is
+     * entries-added) and carried forward by the entries read after;
+     * unknown after a gap or a new connection until the next time. */
+    int off_known;
+    uint64_t off, lag_events, off_connects;
+    char mark[40];  /* the stream's mark `off` is valid for ("": none) */
+    char off_cur[48]; /* the cursor `off` is the offset of */
+    uint64_t rng;   /* fresh marks (splitmix64) */
 
     /* gap marker to write before the next entry */
     int gap_pending;
@@ -215,11 +289,30 @@ static void write_status(relay_t *R, int force)
             "cursor=%s\nredis_last_id=%s\nlag_ms=%" PRIu64 "\n"
             "events_relayed=%" PRIu64 "\nevents_skipped=%" PRIu64 "\n"
             "gaps=%" PRIu64 "\nreconnects=%" PRIu64 "\nid_repairs=%" PRIu64
-            "\ndown_since=%ld\nupdated=%ld\n", (long)getpid(), R->addr.host,
-            R->addr.port, R->key, R->c != NULL,
+            "\ndown_since=%ld\nupdated=%ld\n", (long)getpid(), R->tgt.addr.host,
+            R->tgt.addr.port, R->key, R->c != NULL,
             R->have_cur ? R->cur_txt : "", R->last_id, lag_ms, R->relayed,
             R->skipped, R->gaps, R->reconnects, R->repairs,
             R->c ? 0L : (long)R->down_since, (long)now);
+    /* lag_events: empty while unknown (see relay_t.off_known).
+     * stale_after_ms: beyond it a reader calls this status stale (the
+     * relay is probably dead). The loop rewrites the file at least once
+     * per read, and a read, connect or back-off lasts at most the socket
+     * timeout plus the longest back-off. */
+    if (R->off_known)
+        fprintf(f, "lag_events=%" PRIu64 "\n", R->lag_events);
+    else
+        fputs("lag_events=\n", f);
+    fprintf(f, "stale_after_ms=%d\n",
+            R->timeout_ms + RELAY_BACKOFF_MAX_MS + 2000);
+    /* master: the server read from now ("" while disconnected);
+     * master_changes: connections to a server other than the one before
+     * (failovers followed, --sentinel). */
+    if (R->c)
+        fprintf(f, "master=%s:%d\n", R->tgt.addr.host, R->tgt.addr.port);
+    else
+        fputs("master=\n", f);
+    fprintf(f, "master_changes=%" PRIu64 "\n", R->master_changes);
     if (fclose(f) == 0)
         rename(tmp, R->status_path);
     else
@@ -276,9 +369,10 @@ static void drop_connection(relay_t *R, const char *why)
 {
     if (R->c) {
         logmsg("lost Redis at %s:%d (%s); the bus keeps serving, "
-               "reconnecting", R->addr.host, R->addr.port, why);
+               "reconnecting", R->tgt.addr.host, R->tgt.addr.port, why);
         redisFree(R->c);
         R->c = NULL;
+        R->inflight = 0; /* a read sent ahead died with the connection */
         R->down_since = time(NULL);
     }
     if (!stop_flag)
@@ -287,12 +381,34 @@ static void drop_connection(relay_t *R, const char *why)
                         ? RELAY_BACKOFF_MAX_MS : R->backoff_ms * 2;
 }
 
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connect when not connected: to the URL, or (--sentinel) to the master
+ * the sentinels name, checked with ROLE (sse_redis_target_connect). While
+ * connected through Sentinel, ask a sentinel about once a second whether
+ * the master moved: after a graceful failover the old master stays up and
+ * answering (Sentinel demotes it only later), so without asking the relay
+ * would keep reading a stream nobody writes to any more. */
 static int ensure_connected(relay_t *R)
 {
-    char err[512];
+    char err[1024], was[300];
+    if (R->c && R->tgt.master_name[0]
+        && mono_ms() - R->master_checked_ms >= RELAY_MASTER_CHECK_MS) {
+        R->master_checked_ms = mono_ms();
+        if (sse_redis_target_moved(&R->tgt, RELAY_SENTINEL_TIMEOUT_MS) == 1) {
+            R->backoff_ms = RELAY_BACKOFF_MIN_MS;
+            drop_connection(R, "the sentinels name another master now");
+        }
+    }
     if (R->c)
         return 0;
-    R->c = sse_redis_connect(&R->addr, R->timeout_ms, err, sizeof err);
+    snprintf(was, sizeof was, "%s:%d", R->tgt.addr.host, R->tgt.addr.port);
+    R->c = sse_redis_target_connect(&R->tgt, R->timeout_ms, err, sizeof err);
     if (!R->c) {
         time_t now = time(NULL);
         if (!R->down_since)
@@ -306,11 +422,23 @@ static int ensure_connected(relay_t *R)
                             ? RELAY_BACKOFF_MAX_MS : R->backoff_ms * 2;
         return -1;
     }
-    if (R->connects++)
+    if (R->connects++) {
+        char now_at[300];
         R->reconnects++;
+        snprintf(now_at, sizeof now_at, "%s:%d", R->tgt.addr.host,
+                 R->tgt.addr.port);
+        if (strcmp(was, now_at) != 0)
+            R->master_changes++;
+    }
+    R->master_checked_ms = mono_ms();
     R->last_down_log = 0;
-    logmsg("connected to Redis at %s:%d, stream '%s'", R->addr.host,
-           R->addr.port, R->key);
+    if (R->tgt.master_name[0])
+        logmsg("connected to Redis at %s:%d (master '%s' per the sentinels), "
+               "stream '%s'", R->tgt.addr.host, R->tgt.addr.port,
+               R->tgt.master_name, R->key);
+    else
+        logmsg("connected to Redis at %s:%d, stream '%s'", R->tgt.addr.host,
+               R->tgt.addr.port, R->key);
     write_status(R, 1);
     return 0;
 }
@@ -362,6 +490,7 @@ static long append_entries(relay_t *R, const redisReply *entries)
     uint64_t ms = 0, last_ms = R->cur_ms;
     uint32_t seq = 0, last_seq = R->cur_seq;
     char last_txt[48];
+    const redisReply *last_id = NULL;
     int have_last = R->have_cur, gap_written = 0;
     sse_bus_error_t err;
 
@@ -419,8 +548,11 @@ static long append_entries(relay_t *R, const redisReply *entries)
         last_ms = ms;
         last_seq = seq;
         have_last = 1;
-        snprintf(last_txt, sizeof last_txt, "%.*s", (int)id->len, id->str);
+        last_id = id;
     }
+    if (last_id) /* copied once per batch, not per entry */
+        snprintf(last_txt, sizeof last_txt, "%.*s", (int)last_id->len,
+                 last_id->str);
     if (n) {
         size_t bad = 0;
         memset(&err, 0, sizeof err);
@@ -444,22 +576,178 @@ static long append_entries(relay_t *R, const redisReply *entries)
     return (long)i;
 }
 
-/* One gap-checked read (RELAY_SCRIPT). Returns entries read, 0 if none,
- * -1 on a connection problem, -2 if the bus must be reopened. */
+/* Queue one gap-checked read from the current cursor (see RELAY_SCRIPT)
+ * and push it to the socket: MULTI, EVAL, XRANGE, EXEC. 0, or -1 on a
+ * connection problem (the caller drops the connection). */
+static int send_read(relay_t *R, const char *cur, int have_cur,
+                     unsigned n, int with_off)
+{
+    char count[16], start[52], off[24] = "", fresh[24];
+    const char *ev[8] = {"EVAL", RELAY_SCRIPT, "1", R->key, cur, off,
+                         R->mark, fresh};
+    const char *xr[6] = {"XRANGE", R->key, start, "+", "COUNT", count};
+    const char *multi = "MULTI", *exec = "EXEC";
+    size_t evl[8], xrl[6], ml = 5, el = 4;
+    int done = 0;
+    uint64_t z;
+
+    /* The offset only goes with a read from the cursor it belongs to (not
+     * with reads sent ahead), and only with a mark. */
+    if (with_off && have_cur && R->off_known && R->mark[0]
+        && R->off_connects == R->connects && strcmp(R->off_cur, cur) == 0)
+        snprintf(off, sizeof off, "%" PRIu64, R->off);
+    z = (R->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    snprintf(fresh, sizeof fresh, "%016" PRIx64, z ^ (z >> 31));
+
+    snprintf(count, sizeof count, "%u", n);
+    /* "(" = exclusive: the entries after the cursor ("-": all of them). */
+    snprintf(start, sizeof start, have_cur ? "(%s" : "-", cur);
+    for (int i = 0; i < 8; i++)
+        evl[i] = strlen(ev[i]);
+    for (int i = 0; i < 6; i++)
+        xrl[i] = strlen(xr[i]);
+    if (redisAppendCommandArgv(R->c, 1, &multi, &ml) != REDIS_OK
+        || redisAppendCommandArgv(R->c, 8, ev, evl) != REDIS_OK
+        || redisAppendCommandArgv(R->c, 6, xr, xrl) != REDIS_OK
+        || redisAppendCommandArgv(R->c, 1, &exec, &el) != REDIS_OK)
+        return -1;
+    while (!done)
+        if (redisBufferWrite(R->c, &done) != REDIS_OK)
+            return -1;
+    R->inflight = 1;
+    R->inflight_count = n;
+    R->inflight_have_cur = have_cur;
+    snprintf(R->inflight_cur, sizeof R->inflight_cur, "%s", cur);
+    return 0;
+}
+
+/* The EXEC reply of the read in flight (NULL on a connection problem:
+ * R->c->errstr says why). MULTI's +OK and the two +QUEUED are read and
+ * dropped here; an error in one of them comes back as EXEC's -EXECABORT. */
+static redisReply *recv_read(relay_t *R)
+{
+    void *rep = NULL;
+    R->inflight = 0;
+    for (int i = 0; i < 4; i++) {
+        if (rep)
+            freeReplyObject(rep);
+        rep = NULL;
+        if (redisGetReply(R->c, &rep) != REDIS_OK)
+            return NULL;
+    }
+    return rep;
+}
+
+/* The id the cursor will have once entries are appended: the greatest
+ * parseable id above the cursor, i.e. the last one (the stream is
+ * ordered). Into buf; 0 if there is none. */
+static int next_cursor(const relay_t *R, const redisReply *entries,
+                       char *buf, size_t len)
+{
+    for (size_t i = entries->elements; i-- > 0;) {
+        const redisReply *e = entries->element[i], *id;
+        uint64_t ms;
+        uint32_t seq;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2
+            || (id = e->element[0])->type != REDIS_REPLY_STRING
+            || id->len >= len
+            || sse_bus_parse_ordered_id(id->str, id->len, &ms, &seq)
+                   != SSE_BUS_OK)
+            continue;
+        if (R->have_cur && (ms < R->cur_ms
+                            || (ms == R->cur_ms && seq <= R->cur_seq)))
+            return 0;
+        memcpy(buf, id->str, id->len);
+        buf[id->len] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* The cursor's offset (relay_t.off) after appending a read of k entries
+ * (n asked) whose check returned chk (flag, entries-added E, length L,
+ * mark, cursor's entry held), and the lag in events it gives. */
+static void update_lag(relay_t *R, const redisReply *chk, size_t k,
+                       unsigned n, long long flag)
+{
+    long long added = chk->element[2]->integer;
+    long long len = chk->element[3]->type == REDIS_REPLY_INTEGER
+                        ? chk->element[3]->integer : -1;
+    const redisReply *mark = chk->element[4];
+    int carried, sound;
+
+    if (R->off_connects != R->connects      /* another server, maybe */
+        || mark->len >= sizeof R->mark      /* or another stream */
+        || strcmp(R->mark, mark->str) != 0) {
+        R->off_known = 0;
+        R->off_connects = R->connects;
+        snprintf(R->mark, sizeof R->mark, "%s",
+                 mark->len < sizeof R->mark ? mark->str : "");
+    }
+    /* An offset may start from this read only if nothing that followed
+     * the cursor can have been lost unseen before it: the cursor's entry
+     * is held (trimming removes a prefix, so all after it is too), or this
+     * read flagged a gap (its marker covers what came before), or the bus
+     * is being filled from empty. Not after a reconnect whose stream lacks
+     * the cursor's entry without a flag (its last id at the cursor). */
+    carried = R->off_known && strcmp(R->off_cur, R->cur_txt) == 0;
+    sound = carried || chk->element[5]->integer == 1 || flag != 0
+            || !R->have_cur;
+    if (added < 0 || !sound) {       /* Redis < 7: no entries-added */
+        R->off_known = 0;
+    }
+    else if (k < n) {                /* the read reached the end */
+        R->off = (uint64_t)added;
+        R->off_known = 1;
+    }
+    else if (!R->have_cur && len >= (long long)k) { /* first fill */
+        R->off = (uint64_t)added - (uint64_t)(len - (long long)k);
+        R->off_known = 1;
+    }
+    else if (carried) {
+        R->off += k;
+    }
+    else {
+        R->off_known = 0;
+    }
+    if (R->off_known)
+        R->lag_events = (uint64_t)added > R->off ? (uint64_t)added - R->off
+                                                 : 0;
+}
+
+/* One gap-checked read: the one sent ahead if it was sent from the
+ * current cursor, else a new one. While a batch comes back full, the read
+ * of the next batch is sent before this one is appended. Returns entries
+ * read, 0 if none, -1 on a connection problem, -2 if the bus must be
+ * reopened. */
 static long read_once(relay_t *R)
 {
-    char count[16];
-    const char *argv[6];
-    size_t lens[6];
-    redisReply *rep;
+    redisReply *rep, *chk, *entries;
+    char next[48];
+    unsigned n, ahead;
     long got;
 
-    snprintf(count, sizeof count, "%u", R->batch);
-    argv[0] = "EVAL"; argv[1] = RELAY_SCRIPT; argv[2] = "1";
-    argv[3] = R->key; argv[4] = R->cur_txt; argv[5] = count;
-    for (int i = 0; i < 6; i++)
-        lens[i] = strlen(argv[i]);
-    rep = redisCommandArgv(R->c, 6, argv, lens);
+    if (R->inflight && (R->inflight_have_cur != R->have_cur
+                        || strcmp(R->inflight_cur, R->cur_txt) != 0)) {
+        /* Sent from a cursor that is no longer ours (the bus was
+         * reopened): drop its answer. */
+        rep = recv_read(R);
+        if (!rep) {
+            drop_connection(R, R->c->errstr);
+            return -1;
+        }
+        freeReplyObject(rep);
+    }
+    if (!R->inflight
+        && send_read(R, R->cur_txt, R->have_cur, R->batch, 1) < 0) {
+        R->inflight = 0;
+        drop_connection(R, R->c->errstr);
+        return -1;
+    }
+    n = R->inflight_count;
+    rep = recv_read(R);
     if (!rep) {
         drop_connection(R, R->c->errstr);
         return -1;
@@ -472,18 +760,33 @@ static long read_once(relay_t *R)
         drop_connection(R, "error reply");
         return -1;
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3
-        || rep->element[0]->type != REDIS_REPLY_INTEGER
-        || rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        logmsg("unexpected answer to the read script; reconnecting");
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2
+        || (chk = rep->element[0])->type != REDIS_REPLY_ARRAY
+        || chk->elements != 6
+        || chk->element[0]->type != REDIS_REPLY_INTEGER
+        || chk->element[2]->type != REDIS_REPLY_INTEGER
+        || chk->element[4]->type != REDIS_REPLY_STRING
+        || chk->element[5]->type != REDIS_REPLY_INTEGER
+        || (entries = rep->element[1])->type != REDIS_REPLY_ARRAY) {
+        /* EXEC answers each queued command: an error of the script
+         * (READONLY on a replica, say) comes back in its place. */
+        const redisReply *bad = NULL;
+        for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY
+                           && i < rep->elements; i++)
+            if (rep->element[i]->type == REDIS_REPLY_ERROR)
+                bad = rep->element[i];
+        if (bad)
+            logmsg("Redis answered the read with an error: %s", bad->str);
+        else
+            logmsg("unexpected answer to the read; reconnecting");
         freeReplyObject(rep);
-        drop_connection(R, "protocol");
+        drop_connection(R, bad ? "error reply" : "protocol");
         return -1;
     }
     R->backoff_ms = RELAY_BACKOFF_MIN_MS; /* a good read: Redis is back */
-    if (rep->element[2]->type == REDIS_REPLY_STRING)
-        snprintf(R->last_id, sizeof R->last_id, "%s", rep->element[2]->str);
-    long long flag = rep->element[0]->integer;
+    if (chk->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(R->last_id, sizeof R->last_id, "%s", chk->element[1]->str);
+    long long flag = chk->element[0]->integer;
     if (flag > 0 && flag <= 4) {
         if (!R->gap_pending)
             logmsg("possible gap at cursor %s: %s; a gap marker (event "
@@ -492,6 +795,7 @@ static long read_once(relay_t *R)
                    R->have_cur ? R->cur_txt : "(none)", flag_reason[flag]);
         R->gap_pending = 1;
         R->gap_flag = (int)flag;
+        R->off_known = 0;
         if (flag == 2 || flag == 3) {
             R->repairs++;
             logmsg("stream '%s' last id raised to %s so that new ids stay "
@@ -499,7 +803,25 @@ static long read_once(relay_t *R)
         }
         write_status(R, 1);
     }
-    got = append_entries(R, rep->element[1]);
+    /* Catching up (a full batch): ask for the next one now, larger, and
+     * append this one while Redis reads it. */
+    ahead = R->batch * RELAY_CATCH_UP_FACTOR;
+    if (ahead > RELAY_BATCH_MAX)
+        ahead = RELAY_BATCH_MAX;
+    if (entries->elements >= n
+        && next_cursor(R, entries, next, sizeof next)
+        && send_read(R, next, 1, ahead, 0) < 0) {
+        R->inflight = 0;
+        freeReplyObject(rep);
+        drop_connection(R, R->c->errstr);
+        return -1;
+    }
+    update_lag(R, chk, entries->elements, n, flag);
+    got = append_entries(R, entries);
+    if (got >= 0) /* the cursor the offset now belongs to */
+        snprintf(R->off_cur, sizeof R->off_cur, "%s", R->cur_txt);
+    else
+        R->off_known = 0;
     freeReplyObject(rep);
     return got < 0 ? -2 : got;
 }
@@ -566,6 +888,7 @@ static int run(relay_t *R)
 static const char relay_help[] =
     "usage: sse-relay BUS --redis URL [--stream-key K] [--batch N]\n"
     "                 [--block-ms MS] [--timeout-ms MS] [--status FILE]\n"
+    "       sse-relay BUS --sentinel HOST:PORT[,...] --master NAME ...\n"
     "Copy the Redis stream K (default 'sse', written by `sse-pub publish|\n"
     "stream --redis`) into the bus BUS, with the Redis ids as event ids.\n"
     "Resumes from the newest id in BUS; writes an 'sse-reset' gap marker\n"
@@ -574,12 +897,18 @@ static const char relay_help[] =
     "  --block-ms MS   XREAD BLOCK time (default 1000)\n"
     "  --timeout-ms MS socket timeout (default block + 3000)\n"
     "  --status FILE   state for monitoring (default BUS.relay-status)\n"
+    "  --sentinel HOST:PORT[,...] --master NAME  instead of --redis: read\n"
+    "                  from the master the sentinels name (checked with\n"
+    "                  ROLE), found again after every lost connection and\n"
+    "                  when a sentinel names another one (checked each s)\n"
     "Stops on SIGTERM/SIGINT.\n";
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"redis", required_argument, 0, 'r'},
+        {"sentinel", required_argument, 0, 'S'},
+        {"master", required_argument, 0, 'm'},
         {"stream-key", required_argument, 0, 'k'},
         {"batch", required_argument, 0, 'b'},
         {"block-ms", required_argument, 0, 'B'},
@@ -597,9 +926,13 @@ int main(int argc, char **argv)
     R.block_ms = RELAY_BLOCK_MS_DEFAULT;
     R.timeout_ms = -1;
     R.backoff_ms = RELAY_BACKOFF_MIN_MS;
+    if (getrandom(&R.rng, sizeof R.rng, 0) != (ssize_t)sizeof R.rng)
+        R.rng = (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'r': R.url = optarg; break;
+        case 'S': R.sentinels = optarg; break;
+        case 'm': R.master = optarg; break;
         case 'k': R.key = optarg; break;
         case 'b': R.batch = (unsigned)atoi(optarg); break;
         case 'B': R.block_ms = atoi(optarg); break;
@@ -611,8 +944,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1 || !R.url) {
-        fprintf(stderr, "sse-relay: BUS and --redis URL are required: see "
+    if (optind != argc - 1 || !(R.url || R.sentinels || R.master)) {
+        fprintf(stderr, "sse-relay: BUS and --redis URL (or --sentinel "
+                "HOST:PORT[,...] --master NAME) are required: see "
                 "`sse-relay --help`\n");
         return 2;
     }
@@ -629,7 +963,8 @@ int main(int argc, char **argv)
                 "--block-ms (a blocked read would time out)\n");
         return 2;
     }
-    if (sse_redis_parse_url(R.url, &R.addr, err, sizeof err) < 0) {
+    if (sse_redis_target_parse(&R.tgt, R.url, R.sentinels, R.master, err,
+                               sizeof err) < 0) {
         fprintf(stderr, "sse-relay: %s\n", err);
         return 2;
     }
@@ -664,6 +999,7 @@ int main(int argc, char **argv)
            PRIu64 " reconnects", R.relayed, R.gaps, R.reconnects);
     if (R.c)
         redisFree(R.c);
+    sse_redis_target_close(&R.tgt);
     if (R.bus)
         sse_bus_close(R.bus);
     free(R.evs);

@@ -213,7 +213,8 @@ int sse_bus_parse_id(const char *s, size_t len, uint32_t *epoch,
  * from one compares numerically (the first record with a greater id), so a
  * client can move between hosts whose buses carry the same ordered ids.
  * Publishing ordered ids out of order is not refused, but resume then only
- * promises "nothing at or below the id is sent again". */
+ * promises "nothing at or below the id is sent again" (the resume is a
+ * binary search, exact only where ordered ids increase along the ring). */
 int sse_bus_parse_ordered_id(const char *s, size_t len, uint64_t *ms,
                              uint32_t *seq);
 
@@ -225,22 +226,46 @@ int sse_bus_last_ordered_id(const sse_bus_t *bus, uint64_t *ms,
 
 /* ------------------------------------------------------------------- read */
 
-/* Channel filter: up to SSE_BUS_FILTER_MAX names, matched exactly. */
+/* Channel filter: up to SSE_BUS_FILTER_MAX names, matched exactly.
+ *
+ * Compact: the struct is a small header; the names live in a block of
+ * memory the caller provides and owns (stack, pool, or the tail of a
+ * record). Each name takes SSE_BUS_FILTER_ENTRY(len) bytes there (length,
+ * FNV-1a hash, name), packed in the order added. No function allocates:
+ * build a filter in a block of SSE_BUS_FILTER_SPACE_MAX bytes, then copy
+ * it into exactly sse_bus_filter_space() bytes for a long-lived stream.
+ * Copying the struct alone shares the block (both must not be added to). */
 #define SSE_BUS_FILTER_MAX 32
+#define SSE_BUS_FILTER_ENTRY(len) (5u + (unsigned)(len))
+#define SSE_BUS_FILTER_SPACE_MAX \
+    (SSE_BUS_FILTER_MAX * SSE_BUS_FILTER_ENTRY(SSE_BUS_CHANNEL_MAX))
 
 typedef struct sse_bus_filter {
-    unsigned n;
-    uint32_t hash[SSE_BUS_FILTER_MAX];
-    uint16_t len[SSE_BUS_FILTER_MAX];
-    char name[SSE_BUS_FILTER_MAX][SSE_BUS_CHANNEL_MAX];
+    unsigned n;          /* names held */
+    uint32_t used;       /* bytes of space in use */
+    uint32_t size;       /* bytes at space */
+    unsigned char *space; /* caller's block: the entries */
 } sse_bus_filter_t;
 
-void sse_bus_filter_init(sse_bus_filter_t *f);
-/* Add a channel; SSE_BUS_ECHANNEL if invalid, SSE_BUS_ETOOBIG if full.
+/* Start an empty filter whose names go into space (size bytes, any
+ * alignment; SSE_BUS_FILTER_SPACE_MAX holds every possible filter). */
+void sse_bus_filter_init(sse_bus_filter_t *f, void *space, size_t size);
+/* Add a channel; SSE_BUS_ECHANNEL if invalid, SSE_BUS_ETOOBIG if full
+ * (SSE_BUS_FILTER_MAX names, or no room left in space).
  * Adding a name already present is a no-op. */
 int sse_bus_filter_add(sse_bus_filter_t *f, const char *name, size_t len);
 int sse_bus_filter_match(const sse_bus_filter_t *f, const char *name,
                          size_t len);
+/* Bytes of space f uses: what sse_bus_filter_copy needs. */
+size_t sse_bus_filter_space(const sse_bus_filter_t *f);
+/* Make dst a copy of src whose names live in space (at least
+ * sse_bus_filter_space(src) bytes; dst is then full). */
+void sse_bus_filter_copy(sse_bus_filter_t *dst, const sse_bus_filter_t *src,
+                         void *space);
+/* Name i (0 <= i < f->n, in the order added) and its length; NULL if out
+ * of range. Walks the entries: O(i). */
+const char *sse_bus_filter_name(const sse_bus_filter_t *f, unsigned i,
+                                size_t *len);
 /* The hash stored in every record header (FNV-1a, 32 bits). */
 uint32_t sse_bus_channel_hash(const char *name, size_t len);
 
@@ -347,6 +372,47 @@ void sse_bus_wake_all(const sse_bus_t *bus);
 
 /* Position after the newest committed record (acquire). */
 uint64_t sse_bus_head_pos(const sse_bus_t *bus);
+
+/* ------------------------------------------------------------ relay status */
+
+/* What sse-relay reports about itself in BUS.relay-status (see
+ * bus/sse_bus_relay.c for the format and how little it is trusted). */
+#define SSE_BUS_RELAY_STATUS_MAX 4096u /* bytes read at most */
+
+typedef struct sse_bus_relay_status {
+    long pid;                 /* the relay's pid */
+    int connected;            /* 1 if connected to Redis at the last write */
+    int stale;                /* 1 if older than stale_after_ms: the relay
+                                 is probably dead */
+    int lag_events_known;     /* 0 until the relay has reached the stream's
+                                 end once (since start, a gap or reconnect) */
+    uint64_t lag_events;      /* stream entries not yet in the bus */
+    uint64_t lag_ms;          /* stream's last id minus cursor, in ms */
+    uint64_t relayed, skipped, gaps, reconnects, id_repairs;
+    uint64_t master_changes;  /* failovers followed (0 if not reported) */
+    uint64_t down_since;      /* unix s when Redis was lost; 0 = connected */
+    uint64_t updated;         /* unix s of the write */
+    uint64_t stale_after_ms;  /* written by the relay (default 10000) */
+    int64_t age_s;            /* now - updated, >= 0 */
+    char redis[264];          /* host:port the relay was given */
+    char master[264];         /* master in use, if the relay says ("") */
+    char stream_key[208];
+    char cursor[48];          /* newest ordered id in the bus ("" = none) */
+    char redis_last_id[48];   /* stream's last id at the last read */
+} sse_bus_relay_status_t;
+
+/* Read and validate BUS.relay-status (bus_path + ".relay-status").
+ * SSE_BUS_OK; SSE_BUS_ENOENT if there is none (no relay serves this bus:
+ * show nothing); SSE_BUS_EFORMAT if it is not a well-formed status (show
+ * nothing either); SSE_BUS_EACCES or SSE_BUS_ESYS. err says why. */
+int sse_bus_relay_status_read(const char *bus_path,
+                              sse_bus_relay_status_t *st,
+                              sse_bus_error_t *err);
+/* The same on a buffer (len <= SSE_BUS_RELAY_STATUS_MAX), at time now
+ * (unix s): for tests. */
+int sse_bus_relay_status_parse(const char *buf, size_t len, int64_t now,
+                               sse_bus_relay_status_t *st,
+                               sse_bus_error_t *err);
 
 #ifdef __cplusplus
 }

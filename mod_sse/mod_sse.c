@@ -115,6 +115,10 @@ static const command_rec sse_cmds[] = {
                   RSRC_CONF,
                   "event-loop threads per child for detached streams "
                   "(default 1)"),
+    AP_INIT_TAKE1("SSEDetachedCoalesce", sse_cmd_detached_coalesce, NULL,
+                  RSRC_CONF,
+                  "ms a detached loop gathers new events before writing "
+                  "them, one write per stream (default 0 = at once)"),
     { NULL }
 };
 

@@ -29,6 +29,7 @@
 #define SSE_DEFAULT_RETRY_SPREAD_MS 2000
 #define SSE_DEFAULT_DETACHED_THREADS 1
 #define SSE_MAX_DETACHED_THREADS 64
+#define SSE_MAX_DETACHED_COALESCE_MS 1000
 
 typedef enum { SSE_SLOW_SKIP = 0, SSE_SLOW_CLOSE = 1 } sse_slow_policy_t;
 
@@ -61,6 +62,7 @@ typedef struct sse_dir_conf {
 typedef struct sse_srv_conf {
     int max_streams; int max_streams_set; /* per child; 0 = unlimited */
     int detached_threads; int detached_threads_set; /* loops per child */
+    int detached_coalesce_ms; int detached_coalesce_ms_set; /* 0 = off */
 } sse_srv_conf_t;
 
 void *sse_create_dir_conf(apr_pool_t *p, char *dir);
@@ -87,6 +89,8 @@ const char *sse_cmd_mode(cmd_parms *cmd, void *dc, const char *arg);
 const char *sse_cmd_retry_spread(cmd_parms *cmd, void *dc, const char *arg);
 const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
                                      const char *arg);
+const char *sse_cmd_detached_coalesce(cmd_parms *cmd, void *dc,
+                                      const char *arg);
 const char *sse_mode_str(sse_mode_t m);
 
 /* check_config hook: a section with `SetHandler sse-stream` must also have

@@ -12,18 +12,19 @@
  * dispatcher raises a detached stream's waiter as for any stream; the
  * waiter's notify hook (sse_dispatch.h) puts the stream on its loop's
  * ready list (loop->mu) and writes the eventfd when the list was empty.
- * The loop pumps ready streams through sse_stream.c - the same stream
- * logic as threaded mode, with this file's sink.
+ * The loop takes the ready list in batches (one hold of loop->mu per
+ * batch) and pumps each stream through sse_stream.c - the same stream
+ * logic as threaded mode, with this file's sink. With SSEDetachedCoalesce
+ * the loop serves ready streams at most once per window, so a stream gets
+ * the events of a window in one sendmsg: the profile of a loop is ~85 %
+ * kernel TCP send (on loopback including the receiver's softirq), a fixed
+ * cost per segment, so fewer segments is what saves CPU.
  *
- * Memory per stream: one malloc'd record (sse_dstream_t), well under a
- * kilobyte for one channel. An sse_stream_t is 4.5 KB, mostly the bus
- * filter's fixed name table, so the record keeps only a compact image of
- * it (the bytes before the names, the bytes after the filter, then the
- * channel names packed) and sx_open() expands it into the loop's one
- * working sse_stream_t for the duration of one sse_stream_* call; sx_close()
- * stores the changed state back. The waiter is the record's last member and
- * is allocated with only the subscriptions it uses. The stream's copy
- * buffer is the loop's scratch buffer, likewise lent per call (the busy()
+ * Memory per stream: one malloc'd record (sse_dstream_t) holding the
+ * stream's sse_stream_t itself (a few hundred bytes: the bus filter is
+ * compact, its names live in the same allocation, after the waiter), the
+ * waiter with only the subscriptions it uses, and the log id. The
+ * stream's copy buffer is the loop's scratch buffer, lent per call (the busy()
  * sink hook guarantees nothing stays staged in it between calls); bytes
  * the socket does not take are copied into a
  * per-stream pending buffer, malloc'd when a send is partial and freed when
@@ -31,7 +32,11 @@
  * pumped (its cursor stays behind in the bus, where the slow-client policy
  * sees the lag once it can write again), it gets no heartbeats, and it is
  * closed when no byte could be written for SSEWriteTimeout or when pending
- * would exceed two passes (slow client closed).
+ * would exceed two passes (slow client closed). When the last stream of a
+ * loop has gone the scratch buffer is unmapped; ends (and hand-offs, after
+ * which httpd frees the connection's pools) are reported to sse_trim.c,
+ * which trims malloc once they are over; a child that may detach also
+ * makes glibc return arena tops on free (sse_trim_child_init).
  *
  * Lifetime and locking:
  *   - loop->mu guards the ready list, each record's queued/fresh flags and
@@ -85,6 +90,7 @@
 #include "mod_sse.h"
 #include "sse_config.h"
 #include "sse_detach.h"
+#include "sse_trim.h"
 
 #define SSE_DETACH_TICK apr_time_from_msec(250) /* heartbeats, timeouts */
 /* A stream behind the bus head is pumped at least this often even without
@@ -109,6 +115,8 @@ typedef struct sse_dstream {
     int overflow;               /* pending would exceed pend_max */
     int closed;                 /* finished; on the dead list */
     int queued, fresh;          /* loop->mu */
+    int bfresh;                 /* loop thread: fresh, in the served batch */
+    struct sse_dstream *bnext;  /* loop thread: the batch being served */
     struct sse_dstream *rnext, *rprev;  /* ready list, loop->mu */
     struct sse_dstream *anext, *aprev;  /* all list, loop thread */
     struct sse_dstream *dnext;          /* dead list, loop thread */
@@ -117,30 +125,16 @@ typedef struct sse_dstream {
     apr_time_t blocked_since;   /* last progress while busy */
     apr_interval_time_t write_timeout;
     apr_time_t started;
-    apr_time_t hb_due;          /* next heartbeat (0 = off), per sx_close */
     apr_time_t last_pump;       /* see SSE_DETACH_REPUMP */
-    const sse_bus_t *bus;
-    uint64_t pos;               /* cursor position, per sx_close */
-    apr_size_t buf_size;        /* the stream's pass size (scratch needed) */
     server_rec *server;
-    char *image;                /* compact sse_stream_t, in this allocation */
     char *log_id;               /* "client-ip URI", in this allocation */
+    /* The stream; st.buf is NULL except while lent (stream_lend);
+     * st.filter's names live in this allocation, after the waiter. */
+    sse_stream_t st;
     /* Last: allocated with only the subscriptions the stream uses. */
     sse_waiter_t waiter;        /* notify -> loop ready list */
 } sse_dstream_t;
 
-/* The compact image of an sse_stream_t: [head][tail][names]. The head is
- * everything before the filter's name table (its count, hashes and lengths
- * included), the tail everything after the filter; the names follow,
- * packed, len[i] bytes each. Both asserts guard the layout this needs. */
-#define SX_HEAD (offsetof(sse_stream_t, filter) \
-                 + offsetof(sse_bus_filter_t, name))
-#define SX_TAIL_OFF (offsetof(sse_stream_t, filter) + sizeof(sse_bus_filter_t))
-#define SX_TAIL (sizeof(sse_stream_t) - SX_TAIL_OFF)
-_Static_assert(offsetof(sse_bus_filter_t, name)
-               + sizeof(((sse_bus_filter_t *)0)->name)
-               == sizeof(sse_bus_filter_t),
-               "sse_bus_filter_t: the name table must be its last member");
 _Static_assert(offsetof(sse_waiter_t, subs)
                + sizeof(((sse_waiter_t *)0)->subs) == sizeof(sse_waiter_t),
                "sse_waiter_t: subs must be its last member");
@@ -156,18 +150,20 @@ struct sse_loop {
     int quit;
 
     /* loop thread only */
-    sse_stream_t st;             /* the working stream, see sx_open */
-    sse_dstream_t *open;         /* whose image is in st, or NULL */
     sse_dstream_t *all, *dead;
     unsigned nstreams;
     char *scratch;
     size_t scratch_size;
     apr_time_t last_tick;
+    apr_time_t now;              /* this round's clock (one read per round) */
+    apr_interval_time_t coalesce; /* SSEDetachedCoalesce */
+    apr_time_t last_serve;       /* when ready streams were last served */
 };
 
 static pthread_mutex_t loops_mu = PTHREAD_MUTEX_INITIALIZER;
 static sse_loop_t *loops;       /* nloops entries, created lazily */
 static int nloops_conf = 1;
+static int coalesce_ms_conf;    /* SSEDetachedCoalesce */
 static int loops_ready;         /* loops_mu; 1 started, -1 failed */
 static unsigned next_loop;      /* round robin (atomic) */
 static server_rec *main_server;
@@ -333,6 +329,23 @@ static apr_status_t send_pending(sse_dstream_t *d)
     return APR_SUCCESS;
 }
 
+/* "<len in hex>\r\n" into out (at least 20 bytes); returns its length. */
+static size_t chunk_header(char *out, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0, i;
+    do {
+        tmp[n++] = hex[len & 15];
+        len >>= 4;
+    } while (len);
+    for (i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\r';
+    out[n + 1] = '\n';
+    return n + 2;
+}
+
 /* The detached sink's write: one chunk (or raw bytes under HTTP/1.0),
  * sent at once if the socket takes it, else the rest kept in pending. */
 static apr_status_t dsink_write(void *ctx, const char *buf, apr_size_t len)
@@ -350,9 +363,8 @@ static apr_status_t dsink_write(void *ctx, const char *buf, apr_size_t len)
     if (len == 0)
         return APR_SUCCESS; /* headers went out before the hand-off */
     if (d->chunked) {
-        int h = snprintf(hdr, sizeof(hdr), "%lx\r\n", (unsigned long)len);
         iov[niov].iov_base = hdr;
-        iov[niov++].iov_len = (size_t)h;
+        iov[niov++].iov_len = chunk_header(hdr, len);
     }
     iov[niov].iov_base = (void *)buf;
     iov[niov++].iov_len = len;
@@ -419,70 +431,27 @@ static void loop_grow_scratch(sse_loop_t *loop, size_t need)
     loop->scratch_size = p == MAP_FAILED ? 0 : need;
 }
 
-/* Expand d's image into the loop's working stream, with the scratch
- * buffer lent to it when need_buf. NULL if no scratch memory. */
-static sse_stream_t *sx_open(sse_dstream_t *d, int need_buf)
+/* Lend the loop's scratch buffer to d's stream for one sse_stream_* call
+ * that may stage bytes. NULL if there is no scratch memory. */
+static sse_stream_t *stream_lend(sse_dstream_t *d)
 {
     sse_loop_t *loop = d->loop;
-    sse_stream_t *st = &loop->st;
-    const char *p;
-    unsigned i;
+    sse_stream_t *st = &d->st;
 
-    if (need_buf) {
-        loop_grow_scratch(loop, d->buf_size);
-        if (!loop->scratch)
-            return NULL;
-    }
-    memcpy(st, d->image, SX_HEAD);
-    memcpy((char *)st + SX_TAIL_OFF, d->image + SX_HEAD, SX_TAIL);
-    p = d->image + SX_HEAD + SX_TAIL;
-    for (i = 0; i < st->filter.n; i++) {
-        memcpy(st->filter.name[i], p, st->filter.len[i]);
-        p += st->filter.len[i];
-    }
-    st->buf = need_buf ? loop->scratch : NULL;
+    loop_grow_scratch(loop, st->buf_size);
+    if (!loop->scratch)
+        return NULL;
+    st->buf = loop->scratch;
     st->used = 0;
     st->staged_events = 0;
-    loop->open = d;
     return st;
 }
 
-/* Store the working stream's state back into d's image (the names do
- * not change). */
-static void sx_close(sse_dstream_t *d)
+/* Take the buffer back (the busy() hook guarantees nothing is staged). */
+static void stream_unlend(sse_dstream_t *d)
 {
-    sse_stream_t *st = &d->loop->st;
-
-    st->buf = NULL;
-    st->used = 0;
-    d->hb_due = sse_stream_next_heartbeat(st);
-    d->pos = st->cursor.pos;
-    memcpy(d->image, st, SX_HEAD);
-    memcpy(d->image + SX_HEAD, (char *)st + SX_TAIL_OFF, SX_TAIL);
-    d->loop->open = NULL;
-}
-
-/* Bytes of the image of s. */
-static size_t sx_size(const sse_stream_t *s)
-{
-    size_t n = SX_HEAD + SX_TAIL;
-    unsigned i;
-    for (i = 0; i < s->filter.n; i++)
-        n += s->filter.len[i];
-    return n;
-}
-
-/* Write the image of s (names included) to out. */
-static void sx_store(char *out, const sse_stream_t *s)
-{
-    unsigned i;
-    memcpy(out, s, SX_HEAD);
-    memcpy(out + SX_HEAD, (const char *)s + SX_TAIL_OFF, SX_TAIL);
-    out += SX_HEAD + SX_TAIL;
-    for (i = 0; i < s->filter.n; i++) {
-        memcpy(out, s->filter.name[i], s->filter.len[i]);
-        out += s->filter.len[i];
-    }
+    d->st.buf = NULL;
+    d->st.used = 0;
 }
 
 static void ready_unlink_locked(sse_loop_t *loop, sse_dstream_t *d)
@@ -508,12 +477,13 @@ static void channel_list(const sse_stream_t *s, char *out, size_t size)
     unsigned i;
     out[0] = '\0';
     for (i = 0; i < s->filter.n && o + 2 < size; i++) {
-        size_t l = s->filter.len[i];
+        size_t l;
+        const char *name = sse_bus_filter_name(&s->filter, i, &l);
         if (i)
             out[o++] = ',';
         if (l > size - o - 1)
             l = size - o - 1;
-        memcpy(out + o, s->filter.name[i], l);
+        memcpy(out + o, name, l);
         o += l;
         out[o] = '\0';
     }
@@ -521,7 +491,7 @@ static void channel_list(const sse_stream_t *s, char *out, size_t size)
 
 /* The stream is over: its end reason, or why if none was set yet. Give
  * everything back, exactly once. The record itself is freed after the
- * current batch (free_dead). Not with the stream open (sx_open). */
+ * current batch (free_dead). Not with the buffer lent. */
 static void finish(sse_dstream_t *d, sse_end_t why)
 {
     sse_loop_t *loop = d->loop;
@@ -534,7 +504,7 @@ static void finish(sse_dstream_t *d, sse_end_t why)
     if (d->closed)
         return;
     d->closed = 1;
-    st = sx_open(d, 0);
+    st = &d->st;
     if (st->end == SSE_END_NONE)
         st->end = why;
     if (st->end == SSE_END_NONE)
@@ -595,6 +565,7 @@ static void finish(sse_dstream_t *d, sse_end_t why)
     d->ref = NULL;
     pend_release(d);
     sse_waiter_destroy(&d->waiter);
+    sse_trim_note_end(); /* the dispatcher trims malloc once quiet */
 
     /* This replaces the access-log entry, which httpd wrote at hand-off
      * time with only the first bytes. */
@@ -609,7 +580,6 @@ static void finish(sse_dstream_t *d, sse_end_t why)
                  (apr_uint64_t)st->bytes_sent,
                  (apr_uint64_t)st->events_sent,
                  (apr_uint64_t)st->skipped, (apr_uint64_t)st->missed);
-    loop->open = NULL; /* the record dies: nothing to store back */
 
     d->dnext = loop->dead;
     loop->dead = d;
@@ -617,10 +587,18 @@ static void finish(sse_dstream_t *d, sse_end_t why)
 
 static void free_dead(sse_loop_t *loop)
 {
+    int freed = loop->dead != NULL;
     while (loop->dead) {
         sse_dstream_t *d = loop->dead;
         loop->dead = d->dnext;
         free(d);
+    }
+    /* The last stream left: the scratch buffer goes back to the kernel
+     * too (mapped again by the next stream's first pass). */
+    if (freed && !loop->all && loop->scratch) {
+        munmap(loop->scratch, loop->scratch_size);
+        loop->scratch = NULL;
+        loop->scratch_size = 0;
     }
 }
 
@@ -631,9 +609,9 @@ static void end_stream(sse_dstream_t *d, sse_end_t why)
 
     if (d->closed)
         return;
-    if ((st = sx_open(d, 1))) {
+    if ((st = stream_lend(d))) {
         sse_stream_end(st, why);
-        sx_close(d);
+        stream_unlend(d);
     }
     finish(d, why);
 }
@@ -646,13 +624,13 @@ static void pump(sse_dstream_t *d)
 
     if (d->closed || dsink_busy(d))
         return;
-    if (!(st = sx_open(d, 1))) {
+    if (!(st = stream_lend(d))) {
         /* No scratch memory: try again on the next wake-up or tick. */
         return;
     }
     rc = sse_stream_pump(st);
-    d->last_pump = apr_time_now();
-    sx_close(d);
+    d->last_pump = d->loop->now;
+    stream_unlend(d);
     if (rc < 0 || d->overflow) {
         if (d->overflow)
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->server,
@@ -769,27 +747,30 @@ static void on_ready(sse_dstream_t *d, int fresh, int stopping)
     }
 }
 
-/* Pop and serve up to SSE_DETACH_READY_BATCH ready streams. Returns 1 if
- * more are waiting. */
+/* Take up to SSE_DETACH_READY_BATCH ready streams off the list under one
+ * hold of loop->mu, then serve them. A stream raised again while the batch
+ * is served goes back on the list (queued was cleared when it was taken),
+ * to the next round. Returns 1 if more are waiting. */
 static int serve_ready(sse_loop_t *loop, int stopping)
 {
-    unsigned n;
-    for (n = 0; n < SSE_DETACH_READY_BATCH; n++) {
-        sse_dstream_t *d;
-        int fresh;
-        pthread_mutex_lock(&loop->mu);
-        d = loop->ready_head;
-        if (d) {
-            fresh = d->fresh;
-            d->fresh = 0;
-            ready_unlink_locked(loop, d);
-        }
-        pthread_mutex_unlock(&loop->mu);
-        if (!d)
-            return 0;
-        on_ready(d, fresh, stopping);
+    sse_dstream_t *batch = NULL, **tail = &batch, *d;
+    unsigned n = 0;
+    int more;
+
+    pthread_mutex_lock(&loop->mu);
+    while ((d = loop->ready_head) && n++ < SSE_DETACH_READY_BATCH) {
+        d->bfresh = d->fresh;
+        d->fresh = 0;
+        ready_unlink_locked(loop, d);
+        d->bnext = NULL;
+        *tail = d;
+        tail = &d->bnext;
     }
-    return 1;
+    more = loop->ready_head != NULL;
+    pthread_mutex_unlock(&loop->mu);
+    for (d = batch; d; d = d->bnext)
+        on_ready(d, d->bfresh, stopping);
+    return more;
 }
 
 /* Heartbeats, write timeouts, stopping; every SSE_DETACH_TICK. */
@@ -816,15 +797,17 @@ static void tick(sse_loop_t *loop, apr_time_t now, int stopping)
         }
         else {
             sse_stream_t *st;
+            apr_time_t hb_due;
             if (now - d->last_pump >= SSE_DETACH_REPUMP
-                && sse_bus_head_pos(d->bus) > d->pos) {
+                && sse_bus_head_pos(d->st.bus) > d->st.cursor.pos) {
                 pump(d);
                 if (d->closed || dsink_busy(d))
                     continue;
             }
-            if (d->hb_due && now >= d->hb_due && (st = sx_open(d, 1))) {
+            hb_due = sse_stream_next_heartbeat(&d->st);
+            if (hb_due && now >= hb_due && (st = stream_lend(d))) {
                 int rc = sse_stream_idle(st, now);
-                sx_close(d);
+                stream_unlend(d);
                 if (rc < 0)
                     finish(d, SSE_END_ERROR);
             }
@@ -836,20 +819,22 @@ static void *loop_main(void *arg)
 {
     sse_loop_t *loop = arg;
     struct epoll_event evs[SSE_DETACH_MAX_EVENTS];
-    int more = 0;
+    int more = 0, hold_ms = -1;
 
-    loop->last_tick = apr_time_now();
+    loop->last_tick = loop->now = apr_time_now();
     for (;;) {
-        int n, i, quit, stopping;
-        apr_time_t now;
+        int n, i, quit, stopping, have_ready, timeout;
 
-        n = epoll_wait(loop->epfd, evs, SSE_DETACH_MAX_EVENTS,
-                       more ? 0 : (int)apr_time_as_msec(SSE_DETACH_TICK));
+        timeout = more ? 0 : hold_ms >= 0 ? hold_ms
+                                          : (int)apr_time_as_msec(SSE_DETACH_TICK);
+        n = epoll_wait(loop->epfd, evs, SSE_DETACH_MAX_EVENTS, timeout);
         if (n < 0)
             n = 0; /* EINTR */
         pthread_mutex_lock(&loop->mu);
         quit = loop->quit;
+        have_ready = loop->ready_head != NULL;
         pthread_mutex_unlock(&loop->mu);
+        loop->now = apr_time_now();
         stopping = quit || sse_dispatch_stopping();
         for (i = 0; i < n; i++) {
             sse_dstream_t *d = evs[i].data.ptr;
@@ -862,11 +847,31 @@ static void *loop_main(void *arg)
             if (!d->closed)
                 on_io(d, evs[i].events);
         }
-        more = serve_ready(loop, stopping);
-        now = apr_time_now();
-        if (stopping || now - loop->last_tick >= SSE_DETACH_TICK) {
-            loop->last_tick = now;
-            tick(loop, now, stopping);
+        /* SSEDetachedCoalesce: ready streams are served at most once
+         * per window. The first wake-up after a quiet spell is served at
+         * once; what is raised within the window after a round waits for
+         * the window's end and then goes out in one write per stream.
+         * The dispatcher does not write the eventfd again meanwhile (the
+         * list is not empty), so the loop sleeps until then. */
+        hold_ms = -1;
+        if (have_ready && loop->coalesce > 0 && !stopping && !more
+            && loop->now - loop->last_serve < loop->coalesce) {
+            apr_interval_time_t left = loop->last_serve + loop->coalesce
+                                       - loop->now;
+            hold_ms = (int)((left + 999) / 1000);
+        }
+        else {
+            if (have_ready)
+                loop->last_serve = loop->now;
+            more = serve_ready(loop, stopping);
+        }
+        if (stopping || loop->now - loop->last_tick >= SSE_DETACH_TICK) {
+            loop->last_tick = loop->now;
+            tick(loop, loop->now, stopping);
+            /* After a burst of ends: malloc back to the kernel once quiet
+             * (sse_trim.c; the dispatcher ticks it too, once a second). */
+            if (!stopping)
+                sse_trim_tick();
         }
         free_dead(loop);
         if (quit && !more && !loop->all)
@@ -931,6 +936,7 @@ static int start_loops_locked(void)
         struct epoll_event ev;
 
         loop->index = i;
+        loop->coalesce = apr_time_from_msec(coalesce_ms_conf);
         loop->epfd = epoll_create1(EPOLL_CLOEXEC);
         loop->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         pthread_mutex_init(&loop->mu, NULL);
@@ -984,10 +990,8 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
     sse_loop_t *loop;
     sse_dstream_t *d;
     sse_stream_t *src = a->stream;
-    sse_sink_t saved_sink;
-    const char *saved_id;
-    char *saved_buf;
-    size_t idlen, wsize, isize;
+    char *names;
+    size_t idlen, wsize, fsize;
     unsigned nsubs;
     int nfd, fl, wake = 0;
 
@@ -999,14 +1003,14 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
         return APR_EGENERAL;
 
     /* One allocation: the record with a waiter of nsubs subscriptions,
-     * the stream's image, the log id. */
+     * the filter's names, the log id. */
     idlen = strlen(src->log_id ? src->log_id : "?") + 1;
     nsubs = src->filter.n < SSE_BUS_FILTER_MAX ? src->filter.n
                                                : SSE_BUS_FILTER_MAX;
     wsize = offsetof(sse_dstream_t, waiter) + offsetof(sse_waiter_t, subs)
             + nsubs * sizeof(sse_sub_t);
-    isize = sx_size(src);
-    d = malloc(wsize + isize + idlen);
+    fsize = sse_bus_filter_space(&src->filter);
+    d = malloc(wsize + fsize + idlen);
     if (!d)
         return APR_ENOMEM;
     nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -1025,30 +1029,21 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
         fcntl(nfd, F_SETFL, fl | O_NONBLOCK);
 
     memset(d, 0, offsetof(sse_dstream_t, waiter));
-    d->image = (char *)d + wsize;
-    d->log_id = d->image + isize;
+    names = (char *)d + wsize;
+    d->log_id = names + fsize;
     memcpy(d->log_id, src->log_id ? src->log_id : "?", idlen);
-    /* The image as the loop will run it: our sink, our log id, no buffer
-     * (lent per call from the loop's scratch). src itself is left as it
-     * was; the caller destroys it. */
-    saved_sink = src->sink;
-    saved_id = src->log_id;
-    saved_buf = src->buf;
-    src->sink.ctx = d;
-    src->sink.write = dsink_write;
-    src->sink.closed = dsink_closed;
-    src->sink.busy = dsink_busy;
-    src->log_id = d->log_id;
-    src->buf = NULL;
-    sx_store(d->image, src);
-    src->sink = saved_sink;
-    src->log_id = saved_id;
-    src->buf = saved_buf;
-    d->hb_due = sse_stream_next_heartbeat(src);
-    d->bus = src->bus;
-    d->pos = src->cursor.pos;
+    /* The stream as the loop will run it: our sink, our log id, the names
+     * in this record, no buffer (lent per call from the loop's scratch).
+     * src itself is left as it was; the caller destroys it. */
+    d->st = *src;
+    sse_bus_filter_copy(&d->st.filter, &src->filter, names);
+    d->st.sink.ctx = d;
+    d->st.sink.write = dsink_write;
+    d->st.sink.closed = dsink_closed;
+    d->st.sink.busy = dsink_busy;
+    d->st.log_id = d->log_id;
+    d->st.buf = NULL;
     d->last_pump = apr_time_now();
-    d->buf_size = src->buf_size;
     d->server = src->server;
     d->loop = loop;
     d->ref = a->ref;
@@ -1056,7 +1051,7 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
     d->fd = nfd;
     d->chunked = r->chunked;
     /* Two passes' worth: the one the socket did not take and one more. */
-    d->pend_max = 2 * (d->buf_size + 32);
+    d->pend_max = 2 * (d->st.buf_size + 32);
     d->write_timeout = apr_time_from_sec(a->write_timeout_s);
     d->started = r->request_time;
     if (sse_waiter_init(&d->waiter) != APR_SUCCESS) {
@@ -1076,7 +1071,7 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
 
     /* Subscribe before the loop may touch the record: once it is on the
      * ready list the loop owns it and may end it (and unregister). */
-    sse_dispatch_register(d->ref, &d->waiter, &src->filter);
+    sse_dispatch_register(d->ref, &d->waiter, &d->st.filter);
     pthread_mutex_lock(&loop->mu);
     if (loop->quit) {
         /* The child is going away: undo; the stream ends threaded. */
@@ -1097,6 +1092,9 @@ apr_status_t sse_detach_handoff(sse_detach_args_t *a)
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10592)
                   "stream %s detached to loop %d (fd %d, %s)", d->log_id,
                   loop->index, nfd, d->chunked ? "chunked" : "raw");
+    /* httpd releases this connection's pools once the handler returns:
+     * a burst of hand-offs is followed by a trim, as a burst of ends is. */
+    sse_trim_note_end();
     d->fresh = 1;
     wake = ready_push_locked(loop, d);
     pthread_mutex_unlock(&loop->mu);
@@ -1134,12 +1132,17 @@ static apr_status_t detach_shutdown(void *data)
     return APR_SUCCESS;
 }
 
+static int config_may_detach(const ap_directive_t *d);
+
 void sse_detach_child_init(apr_pool_t *pchild, server_rec *s)
 {
     sse_srv_conf_t *sc = ap_get_module_config(s->module_config, &sse_module);
 
     main_server = s;
     nloops_conf = sc->detached_threads > 0 ? sc->detached_threads : 1;
+    coalesce_ms_conf = sc->detached_coalesce_ms;
+    if (config_may_detach(ap_conftree))
+        sse_trim_child_init();
     loops_ready = 0;
     apr_pool_pre_cleanup_register(pchild, NULL, detach_shutdown);
 }

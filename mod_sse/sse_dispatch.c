@@ -262,7 +262,9 @@ void sse_dispatch_register(sse_busref_t *ref, sse_waiter_t *w,
     ref->all = w;
     w->nsubs = 0;
     for (i = 0; i < f->n && i < SSE_BUS_FILTER_MAX; i++) {
-        sse_chan_t *ch = chan_get(ref, f->name[i], f->len[i]);
+        size_t len;
+        const char *name = sse_bus_filter_name(f, i, &len);
+        sse_chan_t *ch = chan_get(ref, name, len);
         sse_sub_t *sub;
         if (!ch) {
             /* Out of memory: this waiter cannot be woken per channel, so

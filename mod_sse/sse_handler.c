@@ -454,6 +454,7 @@ int sse_handler(request_rec *r)
     sse_dir_conf_t *dc;
     sse_srv_conf_t *sc;
     sse_bus_filter_t filter;
+    unsigned char filter_space[SSE_BUS_FILTER_SPACE_MAX];
     const char *leid = NULL, *why = NULL;
     const sse_bus_t *bus;
     sse_busref_t *ref;
@@ -489,7 +490,7 @@ int sse_handler(request_rec *r)
     }
 
     /* Channels: the fixed ones, then the client's. */
-    sse_bus_filter_init(&filter);
+    sse_bus_filter_init(&filter, filter_space, sizeof(filter_space));
     /* Fixed channels always count in full (the config allows at most 32);
      * SSEMaxChannels bounds what the client may add to them. */
     for (i = 0; i < dc->channels->nelts; i++) {
@@ -585,7 +586,9 @@ int sse_handler(request_rec *r)
                       (unsigned long)dc->buffer_size);
         return reply_503(r, "out of memory: retry later");
     }
-    q->stream.filter = filter;
+    /* The names move from the stack into the request pool, exactly. */
+    sse_bus_filter_copy(&q->stream.filter, &filter,
+                        apr_palloc(r->pool, sse_bus_filter_space(&filter)));
     q->bb = apr_brigade_create(r->pool, c->bucket_alloc);
     q->active = 1;
     SSE_STAT_ADD(streams_active, 1);

@@ -156,6 +156,77 @@ static void bus_families(request_rec *r)
 #undef BUS_FAMILY
 }
 
+/* The Redis relay of each configured bus that has one: what sse-relay
+ * wrote in BUS.relay-status (read and validated by the bus library; a
+ * missing or malformed file gives no series for that bus). Counters are
+ * the relay process's own: they restart at 0 with it, as Prometheus
+ * counters may. */
+static void relay_families(request_rec *r)
+{
+    const apr_array_header_t *paths = sse_stats_bus_paths();
+    int n = paths ? paths->nelts : 0, i, any = 0;
+    sse_bus_relay_status_t *st;
+    int *ok;
+    const char **lab;
+
+    if (n == 0)
+        return;
+    st = apr_pcalloc(r->pool, sizeof(*st) * n);
+    ok = apr_pcalloc(r->pool, sizeof(*ok) * n);
+    lab = apr_pcalloc(r->pool, sizeof(*lab) * n);
+    for (i = 0; i < n; i++) {
+        const char *path = APR_ARRAY_IDX(paths, i, const char *);
+        ok[i] = sse_bus_relay_status_read(path, &st[i], NULL) == SSE_BUS_OK;
+        any |= ok[i];
+        lab[i] = apr_psprintf(r->pool, "{bus=\"%s\"}",
+                              label_escape(r->pool, path));
+    }
+    if (!any)
+        return;
+
+#define RELAY_FAMILY(NAME, TYPE, HELP, COND, FMT, EXPR)            \
+    family(r, NAME, TYPE, HELP);                                  \
+    for (i = 0; i < n; i++)                                       \
+        if (ok[i] && (COND))                                      \
+            ap_rprintf(r, "%s%s " FMT "\n", NAME, lab[i], EXPR);
+
+    RELAY_FAMILY("sse_relay_up", "gauge",
+                 "1 if the bus's sse-relay is connected to Redis and its "
+                 "status is fresh; 0 if disconnected or stale (dead?).", 1,
+                 "%d", st[i].connected && !st[i].stale)
+    RELAY_FAMILY("sse_relay_status_age_seconds", "gauge",
+                 "Age of the relay's status file; stale (the relay may be "
+                 "dead) above sse_relay_status_stale_after_seconds.", 1,
+                 "%" APR_INT64_T_FMT, (apr_int64_t)st[i].age_s)
+    RELAY_FAMILY("sse_relay_status_stale_after_seconds", "gauge",
+                 "Age beyond which the relay's status is stale (the relay "
+                 "rewrites it more often while it lives).", 1, "%.3f",
+                 (double)st[i].stale_after_ms / 1000.0)
+    RELAY_FAMILY("sse_relay_lag_events", "gauge",
+                 "Stream entries in Redis not yet in the bus (absent until "
+                 "the relay first reaches the stream's end).",
+                 st[i].lag_events_known, "%" APR_UINT64_T_FMT,
+                 (apr_uint64_t)st[i].lag_events)
+    RELAY_FAMILY("sse_relay_lag_seconds", "gauge",
+                 "Stream's newest id minus the bus's newest id, in time.", 1,
+                 "%.3f", (double)st[i].lag_ms / 1000.0)
+    RELAY_FAMILY("sse_relay_events_total", "counter",
+                 "Events the relay appended to the bus.", 1,
+                 "%" APR_UINT64_T_FMT, (apr_uint64_t)st[i].relayed)
+    RELAY_FAMILY("sse_relay_gaps_total", "counter",
+                 "Gap markers (sse-reset) the relay wrote: Redis no longer "
+                 "held what followed the bus's newest event.", 1,
+                 "%" APR_UINT64_T_FMT, (apr_uint64_t)st[i].gaps)
+    RELAY_FAMILY("sse_relay_reconnects_total", "counter",
+                 "Times the relay connected to Redis again.", 1,
+                 "%" APR_UINT64_T_FMT, (apr_uint64_t)st[i].reconnects)
+    RELAY_FAMILY("sse_relay_id_repairs_total", "counter",
+                 "Times the relay raised the stream's last id (it had gone "
+                 "below ids already delivered).", 1,
+                 "%" APR_UINT64_T_FMT, (apr_uint64_t)st[i].id_repairs)
+#undef RELAY_FAMILY
+}
+
 int sse_metrics_handler(request_rec *r)
 {
     sse_stats_view_t v;
@@ -219,6 +290,10 @@ int sse_metrics_handler(request_rec *r)
             s->heartbeats);
     counter(r, "sse_resumes_total", "Streams that asked to resume "
             "(Last-Event-ID header or query parameter).", s->resumes);
+    counter(r, "sse_resets_total", "sse-reset events sent: the client's "
+            "resume point (or a live stream's position) lay before a gap "
+            "the Redis relay marked or before the oldest ordered event "
+            "held; the client must reload its state.", s->resets);
 
     family(r, "sse_rejected_total", "counter",
            "Stream requests answered 503, by reason.");
@@ -235,5 +310,6 @@ int sse_metrics_handler(request_rec *r)
     sample_u64(r, "sse_stats_shared", NULL, (uint64_t)v.attached);
 
     bus_families(r);
+    relay_families(r);
     return OK;
 }

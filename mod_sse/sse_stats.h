@@ -82,6 +82,11 @@ typedef struct sse_stats {
     uint64_t events_oversize;      /* larger than the stream buffer */
     uint64_t heartbeats;
     uint64_t resumes;              /* streams started from a Last-Event-ID */
+    uint64_t resets;               /* "event: sse-reset" sent: the stream's
+                                      resume point (Last-Event-ID, or where
+                                      a live stream was) lies before a gap
+                                      the relay marked, or before the oldest
+                                      ordered event held (sse_stream.c) */
     uint64_t rejected_no_bus;      /* 503: bus missing/unreadable */
     uint64_t rejected_limit;       /* 503: SSEMaxStreams reached */
     /* flush pass latency, [status][bucket] and [status] sum in ns */
@@ -102,7 +107,9 @@ typedef struct sse_stats_slot {
     sse_stats_t c;
 } __attribute__((aligned(64))) sse_stats_slot_t;
 
-#define SSE_STATS_MAGIC 0x5353457374617431ull /* "SSEstat1" */
+/* Changes with the layout of sse_stats_t: a graceful restart into a
+ * module whose slots differ must not reuse the old mapping. */
+#define SSE_STATS_MAGIC 0x5353457374617432ull /* "SSEstat2": + resets */
 
 typedef struct sse_stats_shm {
     uint64_t magic;       /* written once by the parent before any fork */

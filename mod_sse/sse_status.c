@@ -9,7 +9,9 @@
  *     lines carry the bus's index (SSEBus0Path, SSEBus0HeadSeq ...);
  *   - HTML: a totals table, a per-child table (scoreboard slot, pid,
  *     generation, open streams and traffic of that slot's occupants) and
- *     a bus table; with AP_STATUS_NOTABLE the same figures as lines.
+ *     a bus table, and a table of the buses' Redis relays (those with a
+ *     well-formed BUS.relay-status); with AP_STATUS_NOTABLE the same
+ *     figures as lines.
  * The figures are the same sums sse_metrics.c serves (sse_stats_read).
  * Callers: mod_status, through ap_run_status_hook.
  */
@@ -72,6 +74,8 @@ static int totals(const sse_stats_t *s, figure_t *f)
         s->events_oversize);
     FIG("SSEHeartbeats", "heartbeats", s->heartbeats);
     FIG("SSEResumes", "resumes requested", s->resumes);
+    FIG("SSEResets", "resets sent (sse-reset: events lost before the "
+        "resume point)", s->resets);
     FIG("SSERejectedNoBus", "503: bus unavailable", s->rejected_no_bus);
     FIG("SSERejectedStreamLimit", "503: SSEMaxStreams reached",
         s->rejected_limit);
@@ -86,6 +90,88 @@ static double mean_flush_ms(const sse_stats_t *s)
     for (k = 0; k < SSE_HIST_BUCKETS; k++)
         n += s->flush_hist[SSE_HIST_OK][k];
     return n ? (double)s->flush_sum_ns[SSE_HIST_OK] / 1e6 / (double)n : 0.0;
+}
+
+/* ?auto lines for the relay of bus i, when it has a well-formed status
+ * (sse_bus_relay_status_read; nothing otherwise). */
+static void relay_short(request_rec *r, int i, const char *path)
+{
+    sse_bus_relay_status_t st;
+    if (sse_bus_relay_status_read(path, &st, NULL) != SSE_BUS_OK)
+        return;
+    ap_rprintf(r, "SSEBus%dRelayUp: %d\n", i, st.connected && !st.stale);
+    ap_rprintf(r, "SSEBus%dRelayConnected: %d\n", i, st.connected);
+    ap_rprintf(r, "SSEBus%dRelayStale: %d\n", i, st.stale);
+    ap_rprintf(r, "SSEBus%dRelayStatusAge: %" APR_INT64_T_FMT "\n", i,
+               (apr_int64_t)st.age_s);
+    ap_rprintf(r, "SSEBus%dRelayMaster: %s\n", i,
+               st.master[0] ? st.master : st.redis);
+    ap_rprintf(r, "SSEBus%dRelayCursor: %s\n", i, st.cursor);
+    if (st.lag_events_known)
+        ap_rprintf(r, "SSEBus%dRelayLagEvents: %" APR_UINT64_T_FMT "\n", i,
+                   (apr_uint64_t)st.lag_events);
+    ap_rprintf(r, "SSEBus%dRelayLagMs: %" APR_UINT64_T_FMT "\n", i,
+               (apr_uint64_t)st.lag_ms);
+    ap_rprintf(r, "SSEBus%dRelayGaps: %" APR_UINT64_T_FMT "\n", i,
+               (apr_uint64_t)st.gaps);
+    ap_rprintf(r, "SSEBus%dRelayReconnects: %" APR_UINT64_T_FMT "\n", i,
+               (apr_uint64_t)st.reconnects);
+    ap_rprintf(r, "SSEBus%dRelayIdRepairs: %" APR_UINT64_T_FMT "\n", i,
+               (apr_uint64_t)st.id_repairs);
+}
+
+/* The relays of the configured buses that have one (HTML). */
+static void html_relays(request_rec *r, int table)
+{
+    const apr_array_header_t *paths = sse_stats_bus_paths();
+    int i, shown = 0;
+
+    for (i = 0; paths && i < paths->nelts; i++) {
+        const char *path = APR_ARRAY_IDX(paths, i, const char *);
+        sse_bus_relay_status_t st;
+        char lag[32];
+        const char *state;
+        if (sse_bus_relay_status_read(path, &st, NULL) != SSE_BUS_OK)
+            continue;
+        if (table && !shown)
+            ap_rputs("<h3>Redis relays</h3>\n<table border=\"0\"><tr>"
+                     "<th>Bus</th><th>State</th><th>Master</th>"
+                     "<th>Cursor</th><th>Lag (events)</th><th>Lag (ms)</th>"
+                     "<th>Gaps</th><th>Reconnects</th><th>Id repairs</th>"
+                     "<th>Status age (s)</th></tr>\n", r);
+        shown++;
+        if (st.lag_events_known)
+            apr_snprintf(lag, sizeof(lag), "%" APR_UINT64_T_FMT,
+                         (apr_uint64_t)st.lag_events);
+        else
+            apr_cpystrn(lag, "?", sizeof(lag));
+        state = st.stale ? "STALE (relay dead?)"
+                : st.connected ? "connected" : "disconnected";
+        if (table)
+            ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                       "<td>%s</td><td>%" APR_UINT64_T_FMT "</td><td>%"
+                       APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT
+                       "</td><td>%" APR_UINT64_T_FMT "</td><td>%"
+                       APR_INT64_T_FMT "</td></tr>\n",
+                       ap_escape_html(r->pool, path), state,
+                       ap_escape_html(r->pool, st.master[0] ? st.master
+                                                            : st.redis),
+                       ap_escape_html(r->pool, st.cursor), lag,
+                       (apr_uint64_t)st.lag_ms, (apr_uint64_t)st.gaps,
+                       (apr_uint64_t)st.reconnects,
+                       (apr_uint64_t)st.id_repairs, (apr_int64_t)st.age_s);
+        else
+            ap_rprintf(r, "Relay of %s: %s, cursor %s, lag %s events / %"
+                       APR_UINT64_T_FMT " ms, %" APR_UINT64_T_FMT " gaps, %"
+                       APR_UINT64_T_FMT " reconnects, status %"
+                       APR_INT64_T_FMT " s old<br />\n",
+                       ap_escape_html(r->pool, path), state,
+                       ap_escape_html(r->pool, st.cursor), lag,
+                       (apr_uint64_t)st.lag_ms, (apr_uint64_t)st.gaps,
+                       (apr_uint64_t)st.reconnects, (apr_int64_t)st.age_s);
+    }
+    if (table && shown)
+        ap_rputs("</table>\n", r);
 }
 
 static void short_report(request_rec *r, const sse_stats_view_t *v,
@@ -107,6 +193,7 @@ static void short_report(request_rec *r, const sse_stats_view_t *v,
         int ok = sse_stats_bus_info(path, &info, NULL) == SSE_BUS_OK;
         ap_rprintf(r, "SSEBus%dPath: %s\n", i, path);
         ap_rprintf(r, "SSEBus%dUp: %d\n", i, ok);
+        relay_short(r, i, path);
         if (!ok)
             continue;
         ap_rprintf(r, "SSEBus%dEpoch: %08x\n", i, info.epoch);
@@ -234,6 +321,7 @@ int sse_status_hook(request_rec *r, int flags)
                        (apr_uint64_t)f[i].value);
         ap_rprintf(r, "mean flush: %.3f ms<br />\n", mean_flush_ms(&v.sum));
         html_buses(r, 0);
+        html_relays(r, 0);
         return OK;
     }
     ap_rputs("<table border=\"0\">\n", r);
@@ -246,5 +334,6 @@ int sse_status_hook(request_rec *r, int flags)
     html_children(r);
     ap_rputs("<h3>Buses</h3>\n", r);
     html_buses(r, 1);
+    html_relays(r, 1);
     return OK;
 }

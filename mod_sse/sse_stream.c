@@ -230,6 +230,7 @@ int sse_stream_begin(sse_stream_t *s, const char *leid)
                          "data: {\"reason\":\"gap\",\"after\":\"%s\"}"
                          "\n\n", leid);
                 have_comment = 1;
+                SSE_STAT_ADD(resets, 1);
                 break;
             case SSE_BUS_RESUME_UNKNOWN:
             default:
@@ -275,6 +276,9 @@ static int fill(sse_stream_t *s)
         case SSE_BUS_OK:
             s->used += rec.frame_len;
             s->staged_events++;
+            /* Broadcast records are the relay's gap markers (sse-reset). */
+            if (rec.flags & SSE_BUS_EVF_BROADCAST)
+                SSE_STAT_ADD(resets, 1);
             break;
         case SSE_BUS_EMPTY:
             /* EMPTY also ends a call that hit the scan limit: go on while

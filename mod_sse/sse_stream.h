@@ -2,7 +2,9 @@
  * sse_stream.h - one SSE stream: what it sends, independent of how the bytes
  * reach the client.
  *
- * A stream owns a bus cursor, a channel filter and one fixed copy buffer
+ * A stream owns a bus cursor, a channel filter (compact: its names live in
+ * memory the caller provides, the request pool or the detached record) and
+ * one fixed copy buffer
  * (an anonymous mmap of SSEBufferSize bytes, unmapped when the stream is
  * destroyed so the memory really goes back to the system). Each "pass"
  * copies as many pending frames (plus any comment lines: missed, skipped,

@@ -19,6 +19,10 @@ void sse_trim_note_end(void);
  * the malloc arenas if the policy says so. Returns 1 if it trimmed. */
 int sse_trim_tick(void);
 
+/* child_init of a child that may detach streams: make glibc return the
+ * top of every malloc arena on free (see sse_trim.c). Process-wide. */
+void sse_trim_child_init(void);
+
 /* Trims done in this process so far. */
 unsigned long sse_trim_count(void);
 

@@ -160,13 +160,14 @@ static void run_script(const sse_bus_t *bus, src_t *s)
 {
     sse_bus_cursor_t c;
     sse_bus_filter_t f;
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
     sse_bus_info_t info;
     uint64_t missed;
     char id[80];
     unsigned nops = take8(s) % 17;
 
     sse_bus_info(bus, &info);
-    sse_bus_filter_init(&f);
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     sse_bus_filter_add(&f, "a", 1);
     sse_bus_filter_add(&f, "news", 4);
     sse_bus_cursor_oldest(&c, bus);

@@ -180,10 +180,11 @@ static void check_ids(const uint8_t *d, size_t n)
 static void check_channels(const uint8_t *d, size_t n)
 {
     static sse_bus_filter_t f;
+    static unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
     const char *s = (const char *)d;
     size_t start = 0;
     unsigned added = 0;
-    sse_bus_filter_init(&f);
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     /* names separated by ',' (as in ?channel=a,b) */
     for (size_t i = 0; i <= n; i++) {
         if (i < n && s[i] != ',')

@@ -16,12 +16,16 @@ test_channels a second time with SSE_TEST_MODE=detached, see run.py):
     retry: and the terminating chunk; clients resume without loss, also
     after the child was SIGKILLed;
   - the end-of-stream log line; the start-up warning for MPM settings
-    that retire children."""
+    that retire children;
+  - HTTP/1.0 streams (no chunking: the body ends when the connection
+    does): exact bytes, resume, server-side end; a client's half-close
+    (FIN) ends the stream."""
 
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -175,6 +179,137 @@ class DetachedTest(HttpdTestCase):
             c.read_events(1)
             self.assertEqual(c.events[0].id, eid)
         self.wait_gauge(10)
+
+    # -- HTTP/1.0: no chunking, the end of the body is the end of the
+    #    connection
+
+    def raw10(self, path, headers=()):
+        """An HTTP/1.0 request on a raw socket; returns (socket, status
+        line, header lines, bytes of body read with the head)."""
+        s = socket.create_connection(("127.0.0.1", self.httpd.port), 10)
+        self._raw.append(s)
+        req = "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n" % path
+        req += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
+        s.sendall(req.encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            self.assertTrue(d, "EOF before the end of the head: %r" % buf)
+            buf += d
+        head, body = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        return s, lines[0], lines[1:], body
+
+    def read_exact(self, s, have, want, timeout=10):
+        """Read until exactly len(want) body bytes; compare them."""
+        deadline = time.monotonic() + timeout
+        while len(have) < len(want) and time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            d = s.recv(65536)
+            if not d:
+                break
+            have += d
+        self.assertEqual(have, want)
+        return b""
+
+    def read_to_eof(self, s, timeout=10):
+        out, deadline = b"", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            d = s.recv(65536)
+            if not d:
+                return out, True
+            out += d
+        return out, False
+
+    def setUp(self):
+        super().setUp()
+        self._raw = []
+        self.addCleanup(lambda: [s.close() for s in self._raw])
+
+    def test_http10_stream_is_close_delimited_and_exact(self):
+        h = self.start_httpd(loc(self.bus_path, SSERetry="1234",
+                                 SSEHeartbeat="0"))
+        s, status, hdrs, body = self.raw10("/events?channel=a")
+        self.assertRegex(status, r"^HTTP/1\.1 200 ")
+        names = [l.split(":", 1)[0].lower() for l in hdrs]
+        self.assertNotIn("transfer-encoding", names)
+        self.assertNotIn("content-length", names)
+        self.assertIn("content-type: text/event-stream; charset=utf-8",
+                      [l.lower() for l in hdrs])
+        body = self.read_exact(s, body, b"retry: 1234\n\n")
+        self.wait_gauge(1)
+        self.assertIn("raw)", self.detached_lines()[0])
+        ids = [self.pub.publish("a", "e%d" % i) for i in range(3)]
+        want = b"".join(("id: %s\ndata: e%d\n\n" % (eid, i)).encode()
+                        for i, eid in enumerate(ids))
+        body = self.read_exact(s, body, want)
+        # the server ends it: a retry hint, then the connection closes;
+        # no terminating chunk (there is no chunking), nothing else
+        t = threading.Thread(target=h.graceful_stop, args=(40,))
+        t.start()
+        try:
+            rest, eof = self.read_to_eof(s, 10)
+        finally:
+            t.join(45)
+        self.assertTrue(eof, "connection not closed: %r" % rest)
+        self.assertRegex(rest, rb"^retry: \d+\n\n$")
+
+    def test_http10_resume_is_exact_and_client_close_frees_it(self):
+        self.start_httpd(loc(self.bus_path, SSERetry="0",
+                             SSEHeartbeat="0"))
+        ids = [self.pub.publish("a", "r%d" % i) for i in range(4)]
+        s, status, _, body = self.raw10("/events?channel=a",
+                                        [("Last-Event-ID", ids[1])])
+        self.assertRegex(status, r"^HTTP/1\.1 200 ")
+        self.wait_gauge(1)
+        ids.append(self.pub.publish("a", "r4"))
+        want = b"".join(("id: %s\ndata: r%d\n\n" % (ids[i], i)).encode()
+                        for i in (2, 3, 4))
+        self.read_exact(s, body, want)
+        s.close()
+        self.wait_gauge(0)
+        self.wait_gauge(0, "sse_streams_open")
+
+    def test_half_close_ends_the_stream(self):
+        # A client that sends FIN is gone, as for nginx (and nchan, whose
+        # subscribers use ngx_http_test_reading): EventSource never
+        # half-closes, and a stream to a half-closed peer would only find
+        # out at the next failed write. Documented in README.
+        h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0"))
+        c = self.stream("/events?channel=a")
+        self.wait_gauge(1)
+        mark = h.error_log_mark()
+        c.sock.shutdown(socket.SHUT_WR)
+        self.wait_gauge(0)
+        self.pub.publish("a", "after")
+        self.assertTrue(c.read_to_end(5), "stream not closed")
+        self.assertEqual(c.events, [])
+        self.assertIn("ended (client closed)", h.error_log_since(mark))
+
+    # -- SSEDetachedCoalesce
+
+    def test_coalesce_sends_a_window_of_events_in_one_chunk(self):
+        self.start_httpd(loc(self.bus_path, SSERetry="0", SSEHeartbeat="0")
+                         + "SSEDetachedCoalesce 1000\n")
+        c = self.client("/events?channel=a").open()
+        self.wait_gauge(1)
+        time.sleep(1.1)  # a quiet spell: the next event goes out at once
+        e0 = self.pub.publish("a", "first")
+        c.read_events(1)
+        self.assertEqual(c.chunks[-1], ("id: %s\ndata: first\n\n" % e0)
+                         .encode())
+        n0 = len(c.chunks)
+        t0 = time.monotonic()
+        ids = [self.pub.publish("a", "w%d" % i) for i in range(3)]
+        if time.monotonic() - t0 > 0.8:
+            self.skipTest("publishing took too long to stay in one window")
+        c.read_events(4, timeout=10)
+        # the three arrived within the window after the first round: one
+        # write, one chunk, in order
+        self.assertEqual(c.chunks[n0:], [b"".join(
+            ("id: %s\ndata: w%d\n\n" % (eid, i)).encode()
+            for i, eid in enumerate(ids))])
 
     # -- client going away
 

@@ -317,6 +317,120 @@ class MonitoringTest(HttpdTestCase):
                          1)
         self.assertEqual(m.get("sse_streams_open"), 2)
 
+    # ------------------------------------------------------ Redis relay
+
+    def write_relay_status(self, text):
+        path = self.bus_path + ".relay-status"
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.chmod(path + ".tmp", 0o644)
+        os.rename(path + ".tmp", path)   # as sse-relay does
+
+    def relay_status_text(self, updated, connected=1, lag_events="7"):
+        return ("pid=4242\nredis=127.0.0.1:6379\nstream_key=sse\n"
+                "connected=%d\ncursor=1700000000000-3\n"
+                "redis_last_id=1700000000250-0\nlag_ms=250\n"
+                "events_relayed=1234\nevents_skipped=0\ngaps=2\n"
+                "reconnects=3\nid_repairs=1\ndown_since=0\nupdated=%d\n"
+                "lag_events=%s\nstale_after_ms=7000\n"
+                "some_future_field=whatever\n"
+                % (connected, updated, lag_events))
+
+    def check_promtool(self, body):
+        r = subprocess.run([PROMTOOL, "check", "metrics"],
+                           input=body.encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        self.assertEqual((r.returncode, r.stdout.decode()), (0, ""),
+                         "promtool check metrics complained; body:\n" + body)
+
+    def test_relay_status_is_shown_in_metrics_status_and_info(self):
+        self.start()
+        # no status file: no relay series at all
+        m = self.metrics()
+        self.assertNotIn("sse_relay_", m.text)
+        self.write_relay_status(self.relay_status_text(int(time.time())))
+        head, body = self.get("/metrics")
+        self.check_promtool(body)
+        m = Metrics(body)
+        b = self.bus_path
+        self.assertEqual(m.get("sse_relay_up", bus=b), 1)
+        self.assertEqual(m.get("sse_relay_lag_events", bus=b), 7)
+        self.assertEqual(m.get("sse_relay_lag_seconds", bus=b), 0.25)
+        self.assertEqual(m.get("sse_relay_gaps_total", bus=b), 2)
+        self.assertEqual(m.get("sse_relay_reconnects_total", bus=b), 3)
+        self.assertEqual(m.get("sse_relay_id_repairs_total", bus=b), 1)
+        self.assertEqual(m.get("sse_relay_events_total", bus=b), 1234)
+        self.assertLessEqual(m.get("sse_relay_status_age_seconds", bus=b), 5)
+        # only the bus that has a relay gets series
+        self.assertNotIn('sse_relay_up{bus="%s.missing"}' % b, m.text)
+        d = parse_auto(self.get("/server-status?auto")[1])
+        i = [k for k, v in d.items()
+             if re.fullmatch(r"SSEBus\d+Path", k) and v == b][0][6:-4]
+        self.assertEqual(d["SSEBus%sRelayUp" % i], "1")
+        self.assertEqual(d["SSEBus%sRelayLagEvents" % i], "7")
+        self.assertEqual(d["SSEBus%sRelayGaps" % i], "2")
+        self.assertEqual(d["SSEBus%sRelayCursor" % i], "1700000000000-3")
+        self.assertIn("<h3>Redis relays</h3>", self.get("/server-status")[1])
+        info = self.pub.info()["relay"]
+        self.assertEqual((info["connected"], info["stale"],
+                          info["lag_events"], info["gaps"]),
+                         (True, False, 7, 2))
+
+        # a status nobody rewrote for a minute: stale, the relay is down
+        self.write_relay_status(self.relay_status_text(
+            int(time.time()) - 60, lag_events=""))
+        head, body = self.get("/metrics")
+        self.check_promtool(body)
+        m = Metrics(body)
+        self.assertEqual(m.get("sse_relay_up", bus=b), 0)
+        self.assertGreaterEqual(m.get("sse_relay_status_age_seconds", bus=b),
+                                60)
+        self.assertNotIn("sse_relay_lag_events{", m.text)  # unknown
+        d = parse_auto(self.get("/server-status?auto")[1])
+        self.assertEqual(d["SSEBus%sRelayStale" % i], "1")
+        self.assertNotIn("SSEBus%sRelayLagEvents" % i, d)
+        self.assertTrue(self.pub.info()["relay"]["stale"])
+        self.assertIn("STALE", self.pub.run("info", b)[1])
+
+        # garbage is not shown, and breaks nothing
+        for junk in ("x" * 5000 + "\n",                     # too big
+                     self.relay_status_text(int(time.time()))
+                     .replace("gaps=2", "gaps=-2"),           # bad number
+                     self.relay_status_text(int(time.time()))
+                     .replace("cursor=1700000000000-3", "cursor=<b>"),
+                     "pid=1\nconnected=1\n",                  # no updated
+                     "\x00\xff" * 100):
+            self.write_relay_status(junk)
+            head, body = self.get("/metrics")
+            self.assertEqual(head.status, 200)
+            self.assertNotIn("sse_relay_", body, repr(junk[:60]))
+            self.check_promtool(body)
+            self.assertNotIn("Relay", self.get("/server-status?auto")[1])
+            self.assertIsNone(self.pub.info()["relay"])
+        self.assertNoCrash()
+
+    def test_resume_before_the_oldest_ordered_event_sends_a_counted_reset(
+            self):
+        self.start()
+        for i in range(3):
+            self.pub.publish("a", "ev%d" % i, id="1700000000100-%d" % i)
+        # before the oldest ordered event held: what came between is gone
+        c = self.stream("/events?channel=a",
+                        headers={"Last-Event-ID": "1700000000050-0"})
+        c.read_events(4)
+        self.assertEqual([e.type for e in c.events],
+                         ["sse-reset", "message", "message", "message"])
+        # resuming from an event the bus holds is exact: no reset
+        c2 = self.stream("/events?channel=a",
+                         headers={"Last-Event-ID": "1700000000100-0"})
+        c2.read_events(2)
+        self.assertEqual([e.data for e in c2.events], ["ev1", "ev2"])
+        m = self.metrics()
+        self.assertEqual(m.get("sse_resets_total"), 1)
+        self.assertEqual(m.get("sse_resumes_total"), 2)
+        self.assertEqual(parse_auto(self.get("/server-status?auto")[1])
+                         ["SSEResets"], "1")
+
     # ---------------------------------------------------------- mod_status
 
     def test_status_auto_lines_parse_and_match_metrics(self):
@@ -382,6 +496,8 @@ class WorkerMpmMonitoringTest(MonitoringTest):
     test_slow_client_skips_are_counted_exactly = None
     test_status_auto_lines_parse_and_match_metrics = None
     test_stream_limit_503_is_counted = None
+    test_relay_status_is_shown_in_metrics_status_and_info = None
+    test_resume_before_the_oldest_ordered_event_sends_a_counted_reset = None
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ class Host:
         self.relay = None
         self.httpd = Httpd(os.path.join(self.dir, "httpd"),
                            extra=location("/events", self.bus,
-                                          SSEChannelAllow='"*"'))
+                                          SSEChannelAllow='"*"')
+                           + '<Location "/metrics">\n'
+                             '    SetHandler sse-metrics\n</Location>\n')
 
     def start(self):
         self.start_relay()
@@ -237,6 +239,20 @@ class Host:
         except OSError:
             pass
         return st
+
+    def info(self):
+        """`sse-pub info --json` of the bus (with the relay's state)."""
+        import json
+        return json.loads(self.pub.run("info", "--json", self.bus)[1])
+
+    def metric(self, name):
+        """A sample of this host's /metrics without labels, as a number."""
+        from harness import simple_request
+        head, body = simple_request(self.httpd.port, "/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError("no %s in /metrics:\n%s" % (name, body))
 
     def relay_log(self):
         try:
@@ -476,6 +492,81 @@ class RedisRelayTest(unittest.TestCase):
         c.read_events(7, timeout=30)
         c.drain_quietly(0.3)
         self.assertEqual([e.id for e in c.events], [r[0] for r in ref[3:]])
+        # the module counted each reset it sent: the live client's and the
+        # two resumes from before the gap; host 0 sent none
+        self.assertEqual(hosts[1].metric("sse_resets_total"), 3)
+        self.assertEqual(hosts[0].metric("sse_resets_total"), 0)
+        self.assertEqual(hosts[1].info()["relay"]["gaps"], 1)
+
+    def test_trim_ending_exactly_at_the_relay_s_last_event_sends_no_reset(
+            self):
+        # The cursor's entry is gone, but nothing after it was lost: the
+        # relay knows how many entries followed its cursor (entries-added)
+        # and sees them all, so it writes no gap marker. A real loss right
+        # after is still flagged.
+        hosts = self.make_hosts(1)
+        self.publish_n(20)
+        ref1 = self.wait_synced()
+        wait_for(lambda: hosts[0].info()["relay"]["lag_events"] == 0, 10,
+                 interval=0.1, what="relay at the stream's end")
+        self.redis.cmd("XTRIM", STREAM, "MAXLEN", "0")  # up to its last
+        self.publish_n(10, 20)
+        ref2 = self.wait_synced()
+        evs = self.assert_bus_sane(hosts[0])
+        self.assertEqual(evs, ref1 + ref2)              # no sse-reset
+        self.assertEqual(hosts[0].info()["relay"]["gaps"], 0)
+
+        hosts[0].signal_relay(signal.SIGSTOP)
+        self.publish_n(5, 30)                           # never relayed...
+        self.redis.cmd("XTRIM", STREAM, "MAXLEN", "0")  # ...and trimmed
+        self.publish_n(3, 35)
+        hosts[0].signal_relay(signal.SIGCONT)
+        ref3 = self.wait_synced()
+        evs = self.assert_bus_sane(hosts[0])
+        self.assertEqual([e[1] for e in evs[30:]],
+                         [RESET, None, None, None], evs)
+        self.assertEqual(evs[:30] + evs[31:], ref1 + ref2 + ref3)
+        wait_for(lambda: hosts[0].info()["relay"]["gaps"] == 1, 10,
+                 interval=0.1, what="the gap in the status")
+        self.assertEqual(hosts[0].info()["relay"]["gaps"], 1)
+
+    def test_catch_up_over_many_batches_is_exact_and_info_shows_no_lag(self):
+        # The relay reads 500 per batch (Host.start_relay) and, while the
+        # batches come back full, sends the next read before appending.
+        hosts = self.make_hosts(1, capacity="8M")
+        self.publish_n(20)
+        self.wait_synced()
+        hosts[0].signal_relay(signal.SIGSTOP)
+        self.publish_n(2750, 20)            # 5 full batches and a part
+        hosts[0].signal_relay(signal.SIGCONT)
+        ref = self.wait_synced()
+        self.assertEqual(len(ref), 2770)
+        self.assert_bus_is(hosts[0], ref)
+        # the status is rewritten about once a second: wait for the one
+        # written after the catch-up
+        ok = wait_for(lambda: (hosts[0].info()["relay"]["cursor"],
+                               hosts[0].info()["relay"]["lag_events"])
+                      == (ref[-1][0], 0), 10, interval=0.2,
+                      what="relay status: at the end, no lag")
+        rel = hosts[0].info()["relay"]
+        self.assertTrue(ok, rel)
+        self.assertEqual((rel["connected"], rel["stale"], rel["cursor"],
+                          rel["gaps"], rel["lag_ms"]),
+                         (True, False, ref[-1][0], 0, 0), rel)
+        self.assertEqual(rel["events_relayed"], 2770)
+
+    def test_bus_wiped_during_catch_up_is_refilled_exactly(self):
+        # Reads sent ahead from the old bus's cursor must be dropped, not
+        # appended to the new bus.
+        hosts = self.make_hosts(1, capacity="8M")
+        hosts[0].signal_relay(signal.SIGSTOP)
+        self.publish_n(20000)
+        hosts[0].signal_relay(signal.SIGCONT)
+        wait_for(lambda: hosts[0].pub.info()["head_seq"] >= 1000, 30,
+                 interval=0.01, what="catch-up under way")
+        hosts[0].pub.create(capacity="8M", force=True)
+        ref = self.wait_synced(timeout=60)
+        self.assert_bus_is(hosts[0], ref)
 
     def test_redis_restarted_empty_relays_reconnect_and_ids_keep_rising(self):
         hosts = self.make_hosts(2)

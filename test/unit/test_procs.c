@@ -58,7 +58,8 @@ static void reader_exact(const char *path, const char *only, uint64_t expect,
     sse_bus_cursor_t c;
     sse_bus_cursor_oldest(&c, bus);
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     if (only)
         sse_bus_filter_add(&f, only, strlen(only));
     if (write(ready_fd, "r", 1) != 1)

@@ -350,7 +350,8 @@ START_TEST(test_filter_returns_only_matching_channels)
     for (int i = 0; i < 50; i++)
         th_pub(bus, chans[i % 5], "x");
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     ck_assert_int_eq(sse_bus_filter_add(&f, "news", 4), SSE_BUS_OK);
     sse_bus_cursor_t c;
     sse_bus_cursor_oldest(&c, bus);
@@ -374,7 +375,8 @@ START_TEST(test_filter_with_several_channels_keeps_bus_order)
     for (int i = 0; i < 40; i++)
         th_pub(bus, chans[i % 4], "x");
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     ck_assert_int_eq(sse_bus_filter_add(&f, "d", 1), SSE_BUS_OK);
     ck_assert_int_eq(sse_bus_filter_add(&f, "b", 1), SSE_BUS_OK);
     ck_assert_int_eq(sse_bus_filter_add(&f, "b", 1), SSE_BUS_OK); /* no-op */
@@ -399,7 +401,8 @@ END_TEST
 START_TEST(test_filter_refuses_bad_names_and_overflow)
 {
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     ck_assert_int_eq(sse_bus_filter_add(&f, "", 0), SSE_BUS_ECHANNEL);
     ck_assert_int_eq(sse_bus_filter_add(&f, "a\nb", 3), SSE_BUS_ECHANNEL);
     char name[8];
@@ -413,6 +416,95 @@ START_TEST(test_filter_refuses_bad_names_and_overflow)
 }
 END_TEST
 
+/* 32 names of the maximum length fill exactly SSE_BUS_FILTER_SPACE_MAX. */
+START_TEST(test_filter_holds_32_names_of_128_bytes)
+{
+    sse_bus_filter_t f;
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    char name[SSE_BUS_CHANNEL_MAX + 1];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
+    memset(name, 'x', sizeof name);
+    for (int i = 0; i < SSE_BUS_FILTER_MAX; i++) {
+        name[0] = (char)('A' + i);
+        ck_assert_int_eq(sse_bus_filter_add(&f, name, SSE_BUS_CHANNEL_MAX),
+                         SSE_BUS_OK);
+    }
+    ck_assert_uint_eq(f.n, SSE_BUS_FILTER_MAX);
+    ck_assert_uint_eq(sse_bus_filter_space(&f), SSE_BUS_FILTER_SPACE_MAX);
+    /* a 129-byte name is not a channel; a 33rd name does not fit */
+    ck_assert_int_eq(sse_bus_filter_add(&f, name, SSE_BUS_CHANNEL_MAX + 1),
+                     SSE_BUS_ECHANNEL);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "z", 1), SSE_BUS_ETOOBIG);
+    for (int i = 0; i < SSE_BUS_FILTER_MAX; i++) {
+        size_t len = 0;
+        const char *got = sse_bus_filter_name(&f, (unsigned)i, &len);
+        name[0] = (char)('A' + i);
+        ck_assert_uint_eq(len, SSE_BUS_CHANNEL_MAX);
+        ck_assert_mem_eq(got, name, SSE_BUS_CHANNEL_MAX);
+        ck_assert_int_eq(sse_bus_filter_match(&f, name, SSE_BUS_CHANNEL_MAX),
+                         1);
+        /* prefixes and other lengths never match */
+        ck_assert_int_eq(sse_bus_filter_match(&f, name,
+                                              SSE_BUS_CHANNEL_MAX - 1), 0);
+    }
+    ck_assert_ptr_null(sse_bus_filter_name(&f, SSE_BUS_FILTER_MAX, NULL));
+    /* a duplicate of the longest name is a no-op even when full */
+    name[0] = 'A';
+    ck_assert_int_eq(sse_bus_filter_add(&f, name, SSE_BUS_CHANNEL_MAX),
+                     SSE_BUS_OK);
+    ck_assert_uint_eq(f.n, SSE_BUS_FILTER_MAX);
+}
+END_TEST
+
+/* Duplicates take no space; a copy holds exactly the bytes used and
+ * matches the same names, independently of the original's block. */
+START_TEST(test_filter_duplicates_and_exact_copy)
+{
+    sse_bus_filter_t f, g;
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "news", 4), SSE_BUS_OK);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "new", 3), SSE_BUS_OK);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "news", 4), SSE_BUS_OK);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "new", 3), SSE_BUS_OK);
+    ck_assert_uint_eq(f.n, 2);
+    ck_assert_uint_eq(sse_bus_filter_space(&f),
+                      SSE_BUS_FILTER_ENTRY(4) + SSE_BUS_FILTER_ENTRY(3));
+    unsigned char *exact = malloc(sse_bus_filter_space(&f));
+    sse_bus_filter_copy(&g, &f, exact);
+    memset(fspace, 0, sizeof fspace); /* the copy must not use it */
+    ck_assert_uint_eq(g.n, 2);
+    ck_assert_int_eq(sse_bus_filter_match(&g, "news", 4), 1);
+    ck_assert_int_eq(sse_bus_filter_match(&g, "new", 3), 1);
+    ck_assert_int_eq(sse_bus_filter_match(&g, "ne", 2), 0);
+    ck_assert_int_eq(sse_bus_filter_match(&g, "newsx", 5), 0);
+    /* full to the byte: a new name is refused, a duplicate is not */
+    ck_assert_int_eq(sse_bus_filter_add(&g, "x", 1), SSE_BUS_ETOOBIG);
+    ck_assert_int_eq(sse_bus_filter_add(&g, "new", 3), SSE_BUS_OK);
+    size_t len;
+    ck_assert_mem_eq(sse_bus_filter_name(&g, 1, &len), "new", 3);
+    ck_assert_uint_eq(len, 3);
+    free(exact);
+}
+END_TEST
+
+/* A block too small for the next name refuses it (ETOOBIG) and keeps
+ * what it has; an empty filter matches nothing. */
+START_TEST(test_filter_in_a_small_block)
+{
+    sse_bus_filter_t f;
+    unsigned char small[SSE_BUS_FILTER_ENTRY(5) + 3];
+    sse_bus_filter_init(&f, small, sizeof small);
+    ck_assert_int_eq(sse_bus_filter_match(&f, "alpha", 5), 0);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "alpha", 5), SSE_BUS_OK);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "beta", 4), SSE_BUS_ETOOBIG);
+    ck_assert_int_eq(sse_bus_filter_add(&f, "b", 1), SSE_BUS_ETOOBIG);
+    ck_assert_uint_eq(f.n, 1);
+    ck_assert_int_eq(sse_bus_filter_match(&f, "alpha", 5), 1);
+    ck_assert_int_eq(sse_bus_filter_match(&f, "beta", 4), 0);
+}
+END_TEST
+
 START_TEST(test_max_scan_bounds_the_work_of_one_call)
 {
     sse_bus_t *bus = th_new_bus("f.bus", 1u << 20, 0);
@@ -420,7 +512,8 @@ START_TEST(test_max_scan_bounds_the_work_of_one_call)
         th_pub(bus, "other", "x");
     th_pub(bus, "mine", "y");
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     sse_bus_filter_add(&f, "mine", 4);
     sse_bus_cursor_t c;
     sse_bus_cursor_oldest(&c, bus);
@@ -473,7 +566,8 @@ START_TEST(test_header_only_read_advances_without_copying_frames)
     th_pub(bus, "b", "two");
     th_pub(bus, "a", "three");
     sse_bus_filter_t f;
-    sse_bus_filter_init(&f);
+    unsigned char fspace[SSE_BUS_FILTER_SPACE_MAX];
+    sse_bus_filter_init(&f, fspace, sizeof fspace);
     sse_bus_filter_add(&f, "a", 1);
     sse_bus_cursor_t c;
     sse_bus_cursor_oldest(&c, bus);
@@ -605,6 +699,9 @@ TCase *read_tcase(void)
     tcase_add_test(tc, test_filter_returns_only_matching_channels);
     tcase_add_test(tc, test_filter_with_several_channels_keeps_bus_order);
     tcase_add_test(tc, test_filter_refuses_bad_names_and_overflow);
+    tcase_add_test(tc, test_filter_holds_32_names_of_128_bytes);
+    tcase_add_test(tc, test_filter_duplicates_and_exact_copy);
+    tcase_add_test(tc, test_filter_in_a_small_block);
     tcase_add_test(tc, test_max_scan_bounds_the_work_of_one_call);
     tcase_add_test(tc, test_enobufs_leaves_record_unconsumed);
     tcase_add_test(tc, test_skip_after_enobufs_drops_that_record);
