@@ -750,24 +750,27 @@ static void on_ready(sse_dstream_t *d, int fresh, int stopping)
 /* Take up to SSE_DETACH_READY_BATCH ready streams off the list under one
  * hold of loop->mu, then serve them. A stream raised again while the batch
  * is served goes back on the list (queued was cleared when it was taken),
- * to the next round. Returns 1 if more are waiting. */
-static int serve_ready(sse_loop_t *loop, int stopping)
+ * to the next round. Returns 1 if more are waiting; *served is the number
+ * of streams served. */
+static int serve_ready(sse_loop_t *loop, int stopping, unsigned *served)
 {
     sse_dstream_t *batch = NULL, **tail = &batch, *d;
     unsigned n = 0;
     int more;
 
     pthread_mutex_lock(&loop->mu);
-    while ((d = loop->ready_head) && n++ < SSE_DETACH_READY_BATCH) {
+    while (n < SSE_DETACH_READY_BATCH && (d = loop->ready_head)) {
         d->bfresh = d->fresh;
         d->fresh = 0;
         ready_unlink_locked(loop, d);
         d->bnext = NULL;
         *tail = d;
         tail = &d->bnext;
+        n++;
     }
     more = loop->ready_head != NULL;
     pthread_mutex_unlock(&loop->mu);
+    *served = n;
     for (d = batch; d; d = d->bnext)
         on_ready(d, d->bfresh, stopping);
     return more;
@@ -826,7 +829,7 @@ static void *loop_main(void *arg)
         int n, i, quit, stopping, have_ready, timeout;
 
         timeout = more ? 0 : hold_ms >= 0 ? hold_ms
-                                          : (int)apr_time_as_msec(SSE_DETACH_TICK);
+                                : (int)apr_time_as_msec(SSE_DETACH_TICK);
         n = epoll_wait(loop->epfd, evs, SSE_DETACH_MAX_EVENTS, timeout);
         if (n < 0)
             n = 0; /* EINTR */
@@ -861,9 +864,10 @@ static void *loop_main(void *arg)
             hold_ms = (int)((left + 999) / 1000);
         }
         else {
-            if (have_ready)
+            unsigned served;
+            more = serve_ready(loop, stopping, &served);
+            if (served)
                 loop->last_serve = loop->now;
-            more = serve_ready(loop, stopping);
         }
         if (stopping || loop->now - loop->last_tick >= SSE_DETACH_TICK) {
             loop->last_tick = loop->now;

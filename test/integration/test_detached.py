@@ -19,7 +19,9 @@ test_channels a second time with SSE_TEST_MODE=detached, see run.py):
     that retire children;
   - HTTP/1.0 streams (no chunking: the body ends when the connection
     does): exact bytes, resume, server-side end; a client's half-close
-    (FIN) ends the stream."""
+    (FIN) ends the stream;
+  - SSEDetachedCoalesce: events raised within the window after a round
+    go out together, in one chunk."""
 
 import os
 import re
