@@ -138,6 +138,19 @@ static const char *parse_int(cmd_parms *cmd, const char *arg, int lo, int hi,
     return NULL;
 }
 
+/* A whole number lo..hi for a directive allowed only in the global server
+ * config; *set records that it was given. */
+static const char *global_int(cmd_parms *cmd, const char *arg, int lo, int hi,
+                              int *out, int *set)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (!err)
+        err = parse_int(cmd, arg, lo, hi, out);
+    if (!err)
+        *set = 1;
+    return err;
+}
+
 /* A channel name the bus would accept (non-empty, <= SSE_BUS_CHANNEL_MAX,
  * no control character: the bus's rule, else sse_bus_filter_add silently
  * drops the name at request time). Returns NULL or an error message. */
@@ -432,15 +445,9 @@ const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
 {
     sse_srv_conf_t *c = ap_get_module_config(cmd->server->module_config,
                                              &sse_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
-    if (err)
-        return err;
-    err = parse_int(cmd, arg, 1, SSE_MAX_DETACHED_THREADS,
-                    &c->detached_threads);
-    if (!err)
-        c->detached_threads_set = 1;
-    return err;
+    return global_int(cmd, arg, 1, SSE_MAX_DETACHED_THREADS,
+                      &c->detached_threads, &c->detached_threads_set);
 }
 
 /* SSEDetachedCoalesce MS
@@ -455,15 +462,9 @@ const char *sse_cmd_detached_coalesce(cmd_parms *cmd, void *dc,
 {
     sse_srv_conf_t *c = ap_get_module_config(cmd->server->module_config,
                                              &sse_module);
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dc;
-    if (err)
-        return err;
-    err = parse_int(cmd, arg, 0, SSE_MAX_DETACHED_COALESCE_MS,
-                    &c->detached_coalesce_ms);
-    if (!err)
-        c->detached_coalesce_ms_set = 1;
-    return err;
+    return global_int(cmd, arg, 0, SSE_MAX_DETACHED_COALESCE_MS,
+                      &c->detached_coalesce_ms, &c->detached_coalesce_ms_set);
 }
 
 /* ----------------------------------------------------- start-up validation */

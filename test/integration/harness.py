@@ -1076,3 +1076,38 @@ class HttpdTestCase(unittest.TestCase):
         if self.httpd:
             self.assertEqual(self.httpd.crashes(), [],
                              "httpd child crashed")
+
+    # -- resources per child (threads, descriptors)
+
+    def settle_children(self, seconds=2.0, limit=20):
+        """{pid: (threads, fds)} once unchanged for `seconds` (at most
+        `limit` s of waiting; then the last sample)."""
+        last, since = None, time.monotonic()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            s = self.httpd.child_stats()
+            if s != last:
+                last, since = s, time.monotonic()
+            elif time.monotonic() - since >= seconds:
+                return s
+            time.sleep(0.2)
+        return last
+
+    def assertChildrenBackTo(self, base, thread_tol=1, fd_tol=2, timeout=15):
+        """Same children as in `base` (none died or was replaced), each
+        back to at most its baseline threads + thread_tol and descriptors
+        + fd_tol within `timeout` s."""
+        h = self.httpd
+
+        def ok():
+            now = h.child_stats()
+            return set(now) == set(base) and all(
+                now[p][0] <= base[p][0] + thread_tol and
+                now[p][1] <= base[p][1] + fd_tol for p in base)
+        back = wait_for(ok, timeout, 0.25)
+        now = h.child_stats()
+        self.assertEqual(set(now), set(base),
+                         "children changed (crash or respawn?) %r -> %r"
+                         % (base, now))
+        self.assertTrue(back, "not back to baseline (threads, fds) per "
+                        "child: baseline %r, now %r" % (base, now))

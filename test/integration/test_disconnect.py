@@ -10,7 +10,7 @@ set means a child died or was replaced)."""
 import time
 import unittest
 
-from harness import HttpdTestCase, location, wait_for
+from harness import HttpdTestCase, location
 
 CYCLES = 200        # per kind (clean, RST)
 BATCH = 10          # streams open at once
@@ -26,19 +26,6 @@ def loc(bus, **kw):
 
 
 class DisconnectLeakTest(HttpdTestCase):
-
-    def settle(self, h, seconds=2.0):
-        """Wait until child stats are unchanged for `seconds`."""
-        last, since = None, time.monotonic()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            s = h.child_stats()
-            if s != last:
-                last, since = s, time.monotonic()
-            elif time.monotonic() - since >= seconds:
-                return s
-            time.sleep(0.2)
-        return last
 
     def cycles(self, kind):
         for b in range(CYCLES // BATCH):
@@ -57,23 +44,8 @@ class DisconnectLeakTest(HttpdTestCase):
             self.pub.publish("leak", "poke 1")
             self.pub.publish("leak", "poke 2")
 
-    def check_back_to_baseline(self, h, base):
-        def ok():
-            now = h.child_stats()
-            if set(now) != set(base):
-                return False
-            return all(now[p][0] <= base[p][0] + THREAD_TOL and
-                       now[p][1] <= base[p][1] + FD_TOL for p in base)
-        back = wait_for(ok, 15, 0.25)
-        now = h.child_stats()
-        self.assertEqual(set(now), set(base),
-                         "children changed (crash or respawn?) %r -> %r"
-                         % (base, now))
-        self.assertTrue(back, "not back to baseline (threads, fds) per "
-                        "child: baseline %r, now %r" % (base, now))
-
     def run_kind(self, kind):
-        h = self.start_httpd(loc(self.bus_path), threads=50)
+        self.start_httpd(loc(self.bus_path), threads=50)
         # Warm up: the first stream may open the bus and start helpers.
         for _ in range(3):
             c = self.stream("/events?channel=leak")
@@ -84,10 +56,10 @@ class DisconnectLeakTest(HttpdTestCase):
         self.pub.publish("leak", "poke")
         self.pub.publish("leak", "poke")
         time.sleep(2.5)
-        base = self.settle(h)
+        base = self.settle_children()
         self.assertTrue(base, "no httpd children found")
         self.cycles(kind)
-        self.check_back_to_baseline(h, base)
+        self.assertChildrenBackTo(base, THREAD_TOL, FD_TOL)
         self.assertNoCrash()
 
     def test_clean_disconnects_return_to_baseline(self):
@@ -98,12 +70,12 @@ class DisconnectLeakTest(HttpdTestCase):
 
     def test_idle_streams_closed_by_client_are_noticed(self):
         # No events at all: only heartbeats can find these dead clients.
-        h = self.start_httpd(loc(self.bus_path), threads=50)
+        self.start_httpd(loc(self.bus_path), threads=50)
         c = self.stream("/events?channel=idle")
         c.close()
         self._clients = []
         time.sleep(2.5)
-        base = self.settle(h)
+        base = self.settle_children()
         cs = [self.stream("/events?channel=idle") for _ in range(20)]
         for i, c in enumerate(cs):
             if i % 2:
@@ -111,7 +83,7 @@ class DisconnectLeakTest(HttpdTestCase):
             else:
                 c.close()
         self._clients = []
-        self.check_back_to_baseline(h, base)
+        self.assertChildrenBackTo(base, THREAD_TOL, FD_TOL)
 
 
 if __name__ == "__main__":

@@ -278,19 +278,26 @@ class Host:
         return c
 
 
+def redis_prerequisites():
+    """What is missing to run httpd + redis-server + sse-relay (a list of
+    messages saying how to install it; empty if nothing)."""
+    problems = check_prerequisites()
+    if not os.access(REDIS_SERVER, os.X_OK):
+        problems.append("redis-server not found (apt-get install "
+                        "redis-server, or build/install-deps.sh --test)")
+    if not os.access(relay_path(), os.X_OK):
+        problems.append("sse-relay not found at %s: install "
+                        "libhiredis-dev, re-run ./configure and make"
+                        % relay_path())
+    return problems
+
+
 class RedisRelayTest(unittest.TestCase):
     """One redis-server for the class; fresh stream and hosts per test."""
 
     @classmethod
     def setUpClass(cls):
-        problems = check_prerequisites()
-        if not os.access(REDIS_SERVER, os.X_OK):
-            problems.append("redis-server not found (apt-get install "
-                            "redis-server, or build/install-deps.sh --test)")
-        if not os.access(relay_path(), os.X_OK):
-            problems.append("sse-relay not found at %s: install "
-                            "libhiredis-dev, re-run ./configure and make"
-                            % relay_path())
+        problems = redis_prerequisites()
         cls.problems = problems
         cls.rtmp = make_tmpdir("sse-redis-")
         cls.redis = None

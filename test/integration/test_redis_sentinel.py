@@ -34,10 +34,11 @@ import threading
 import time
 import unittest
 
-from harness import (HttpdTestCase, SsePub, check_prerequisites, free_port,
+from harness import (HttpdTestCase, SsePub, free_port,
                      location, make_tmpdir, wait_for)
 from test_redis_relay import (REDIS_SERVER, RESET, STREAM, Host, Resp,
-                              RespError, ord_key, relay_path)
+                              RespError, ord_key, redis_prerequisites,
+                              relay_path)
 
 MASTER = "sse-master"
 NO_FAILOVER = {"test_redis_gone_keeps_hosts_serving_and_subscriptions_resume"}
@@ -380,14 +381,7 @@ class SentinelTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        problems = check_prerequisites()
-        if not os.access(REDIS_SERVER, os.X_OK):
-            problems.append("redis-server not found (apt-get install "
-                            "redis-server, or build/install-deps.sh --test)")
-        if not os.access(relay_path(), os.X_OK):
-            problems.append("sse-relay not found at %s: install "
-                            "libhiredis-dev, re-run ./configure and make"
-                            % relay_path())
+        problems = redis_prerequisites()
         cls.problems = problems
 
     def setUp(self):

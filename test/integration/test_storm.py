@@ -47,19 +47,6 @@ class StormTest(HttpdTestCase):
         self.assertIsNotNone(m, "no %s in metrics" % name)
         return int(m.group(1))
 
-    def settle(self, h, seconds=2.0):
-        """Child stats once unchanged for `seconds` (bounded by 20 s)."""
-        last, since = None, time.monotonic()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            s = h.child_stats()
-            if s != last:
-                last, since = s, time.monotonic()
-            elif time.monotonic() - since >= seconds:
-                return s
-            time.sleep(0.2)
-        return last
-
     # -- one client going away in one way
 
     def raw(self, request):
@@ -136,7 +123,7 @@ class StormTest(HttpdTestCase):
             p.wait(timeout=10)
 
     def test_storm_releases_everything(self):
-        h = self.start_httpd(
+        self.start_httpd(
             location("/events", self.bus_path, SSEChannelAllow='"*"',
                      SSEHeartbeat="1", SSEWriteTimeout="5") + METRICS,
             threads=50)
@@ -149,7 +136,7 @@ class StormTest(HttpdTestCase):
             c.close()
         self._clients = []
         time.sleep(2.5)
-        base = self.settle(h)
+        base = self.settle_children()
         self.assertTrue(base, "no httpd children found")
 
         stop = threading.Event()
@@ -184,18 +171,7 @@ class StormTest(HttpdTestCase):
                         "sse_streams_open is %d after the storm"
                         % self.gauge("sse_streams_open"))
 
-        def back():
-            now = h.child_stats()
-            return set(now) == set(base) and all(
-                now[p][0] <= base[p][0] + THREAD_TOL and
-                now[p][1] <= base[p][1] + FD_TOL for p in base)
-        ok = wait_for(back, 15, 0.25)
-        now = h.child_stats()
-        self.assertEqual(set(now), set(base),
-                         "children changed (crash or respawn?) %r -> %r"
-                         % (base, now))
-        self.assertTrue(ok, "not back to baseline (threads, fds) per child: "
-                        "baseline %r, now %r" % (base, now))
+        self.assertChildrenBackTo(base, THREAD_TOL, FD_TOL)
         self.assertNoCrash()
 
 
