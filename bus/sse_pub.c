@@ -284,7 +284,8 @@ static int cmd_create(int argc, char **argv)
 
 static const char publish_help[] =
     "usage: sse-pub publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
-    "       sse-pub publish --redis URL [--stream-key K] [--maxlen N]\n"
+    "       sse-pub publish --redis URL [--stream-key K]\n"
+    "                       [--maxlen N | --max-age SECONDS]\n"
     "                       --channel C [--event T] [DATA | -]\n"
     "       sse-pub publish --sentinel HOST:PORT[,...] --master NAME ...\n"
     "Publish one event and print its id. DATA '-' reads the data from stdin\n"
@@ -292,7 +293,9 @@ static const char publish_help[] =
     "Newlines (CR, LF, CRLF) in the data become separate data: lines.\n"
     "--redis redis://[:PASSWORD@]HOST:PORT[/DB] appends to a Redis stream\n"
     "(XADD, default key 'sse', trimmed to about --maxlen entries, default\n"
-    "1000000) instead of a bus; Redis assigns the id, which is printed.\n"
+    "1000000, or with --max-age to about the entries of the last SECONDS by\n"
+    "this host's clock) instead of a bus; Redis assigns the id, which is\n"
+    "printed.\n"
     "--sentinel HOST:PORT[,...] --master NAME instead of --redis: the\n"
     "master is asked from the sentinels (each in turn) and checked with\n"
     "ROLE; during a failover it is looked for again for up to 10 s, and\n"
@@ -305,10 +308,14 @@ typedef struct {
     uint64_t maxlen;
     const char *sentinels, *master; /* --sentinel, --master */
     const char *remote; /* non-NULL: to Redis (url, sentinels or master) */
+    uint64_t max_age_s; /* --max-age: trim by age (MINID) instead */
+    int maxlen_set;
 } redis_opts_t;
 
+#define REDIS_OPTS_DEFAULT {NULL, "sse", 1000000, NULL, NULL, NULL, 0, 0}
+
 enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN, OPT_SENTINEL,
-       OPT_MASTER };
+       OPT_MASTER, OPT_MAX_AGE };
 
 static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
 {
@@ -320,9 +327,22 @@ static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
     case OPT_MAXLEN:
         if (parse_u64(optarg, &ro->maxlen) || ro->maxlen == 0)
             return usage_error(cmd, "--maxlen must be a positive number");
-        return 0;
+        ro->maxlen_set = 1;
+        break;
+    case OPT_MAX_AGE:
+        if (parse_u64(optarg, &ro->max_age_s) || ro->max_age_s == 0
+            || ro->max_age_s > 100ull * 365 * 86400)
+            return usage_error(cmd, "--max-age must be a number of seconds "
+                                    "from 1 to 3153600000");
+        break;
+    default:
+        return usage_error(cmd, "bad option");
     }
-    return usage_error(cmd, "bad option");
+    if (ro->maxlen_set && ro->max_age_s)
+        return usage_error(cmd, "use either --maxlen N (keep about N "
+                                "entries) or --max-age SECONDS (keep about "
+                                "that much time), not both");
+    return 0;
 }
 
 /* Read all of stdin into a malloc'd buffer. */
@@ -366,12 +386,13 @@ static int cmd_publish(int argc, char **argv)
         {"redis", required_argument, 0, OPT_REDIS},
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
+        {"max-age", required_argument, 0, OPT_MAX_AGE},
         {"sentinel", required_argument, 0, OPT_SENTINEL},
         {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL, *id = NULL;
-    redis_opts_t ro = {NULL, "sse", 1000000, NULL, NULL, NULL};
+    redis_opts_t ro = REDIS_OPTS_DEFAULT;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -380,7 +401,7 @@ static int cmd_publish(int argc, char **argv)
         case 'i': id = optarg; break;
         case 'h': fputs(publish_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
-        case OPT_SENTINEL: case OPT_MASTER:
+        case OPT_MAX_AGE: case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("publish ", c, &ro))
                 return EXIT_USAGE;
             break;
@@ -430,7 +451,8 @@ static int cmd_publish(int argc, char **argv)
         if (rc != SSE_BUS_OK)
             rc = bus_error(rc, &rerr, "event");
         else if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master,
-                                         ro.key, ro.maxlen, &r))
+                                         ro.key, ro.maxlen,
+                                         ro.max_age_s * 1000, &r))
                  == 0) {
             rc = sse_pub_redis_add(r, &rev, 1, rid, sizeof rid);
             sse_pub_redis_close(r);
@@ -483,7 +505,8 @@ static int cmd_publish(int argc, char **argv)
 static const char stream_help[] =
     "usage: sse-pub stream PATH [--channel C] [--event T]"
     " [--format lines|ndjson]\n"
-    "       sse-pub stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "       sse-pub stream --redis URL [--stream-key K]\n"
+    "                      [--maxlen N | --max-age SECONDS] ...\n"
     "       sse-pub stream --sentinel HOST:PORT[,...] --master NAME ...\n"
     "Publish one event per stdin line until end of input (to a Redis\n"
     "stream with --redis: see `sse-pub publish --help`; ndjson ids are\n"
@@ -723,12 +746,13 @@ static int cmd_stream(int argc, char **argv)
         {"redis", required_argument, 0, OPT_REDIS},
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
+        {"max-age", required_argument, 0, OPT_MAX_AGE},
         {"sentinel", required_argument, 0, OPT_SENTINEL},
         {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL;
-    redis_opts_t ro = {NULL, "sse", 1000000, NULL, NULL, NULL};
+    redis_opts_t ro = REDIS_OPTS_DEFAULT;
     int ndjson = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -742,7 +766,7 @@ static int cmd_stream(int argc, char **argv)
             break;
         case 'h': fputs(stream_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
-        case OPT_SENTINEL: case OPT_MASTER:
+        case OPT_MAX_AGE: case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("stream ", c, &ro))
                 return EXIT_USAGE;
             break;
@@ -761,7 +785,8 @@ static int cmd_stream(int argc, char **argv)
     if (ro.remote) {
         b.path = ro.remote;
         if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master, ro.key,
-                                     ro.maxlen, &b.redis)))
+                                     ro.maxlen, ro.max_age_s * 1000,
+                                     &b.redis)))
             return rc;
     } else {
         b.path = argv[optind];
@@ -1358,7 +1383,8 @@ static const char main_help[] =
     "              [--owner USER] [--group GROUP] [--force]\n"
     "  publish PATH --channel C [--event T] [--id ID] [DATA | -]\n"
     "  stream PATH [--channel C] [--event T] [--format lines|ndjson]\n"
-    "  publish|stream --redis URL [--stream-key K] [--maxlen N] ...\n"
+    "  publish|stream --redis URL [--stream-key K]\n"
+    "              [--maxlen N | --max-age SECONDS] ...\n"
     "  publish|stream --sentinel HOST:PORT[,...] --master NAME ...\n"
     "              (to a Redis stream; sse-relay feeds each host's bus)\n"
     "  info PATH [--json]\n"

@@ -2,7 +2,7 @@
  * sse_pub_redis.c - sse-pub's Redis target (see sse_pub_redis.h).
  *
  * Each event is one XADD <key> MAXLEN ~ <n> * c <channel> [e <type>]
- * d <data>, sent with the binary-safe argv interface (data may hold any
+ * d <data> (or MINID ~ <now - max age> instead of MAXLEN), sent with the binary-safe argv interface (data may hold any
  * byte; the relay splits it into data: lines like the bus does). A batch
  * is pipelined: all commands are appended, then all replies read, so a
  * stream of small events costs one round trip per batch, not per event.
@@ -25,6 +25,8 @@ struct sse_pub_redis {
     sse_redis_target_t tgt;
     char key[256];
     char maxlen[24];
+    uint64_t max_age_ms; /* > 0: trim by age (MINID), not by length */
+    char minid[24];      /* MINID for the batch being sent */
 };
 
 #define PUB_TIMEOUT_MS 10000
@@ -71,7 +73,7 @@ static int pub_connect(sse_pub_redis_t *r, long long deadline)
 
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       sse_pub_redis_t **out)
+                       uint64_t max_age_ms, sse_pub_redis_t **out)
 {
     char err[512];
     sse_pub_redis_t *r = calloc(1, sizeof *r);
@@ -93,6 +95,7 @@ int sse_pub_redis_open(const char *url, const char *sentinels,
     }
     strcpy(r->key, key);
     snprintf(r->maxlen, sizeof r->maxlen, "%llu", (unsigned long long)maxlen);
+    r->max_age_ms = max_age_ms;
     if (pub_connect(r, now_ms() + PUB_FAILOVER_WAIT_MS)) {
         free(r);
         return 1;
@@ -109,9 +112,15 @@ static void append_xadd(sse_pub_redis_t *r, const sse_bus_event_t *ev)
 #define ARG(p, l) (argv[n] = (p), lens[n] = (l), n++)
     ARG("XADD", 4);
     ARG(r->key, strlen(r->key));
-    ARG("MAXLEN", 6);
-    ARG("~", 1);
-    ARG(r->maxlen, strlen(r->maxlen));
+    if (r->max_age_ms) {
+        ARG("MINID", 5);
+        ARG("~", 1);
+        ARG(r->minid, strlen(r->minid));
+    } else {
+        ARG("MAXLEN", 6);
+        ARG("~", 1);
+        ARG(r->maxlen, strlen(r->maxlen));
+    }
     ARG("*", 1);
     ARG(SSE_REDIS_F_CHANNEL, 1);
     ARG(ev->channel, ev->channel_len);
@@ -144,6 +153,17 @@ int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
     size_t i, off = 0, stored = 0;
     long long deadline = now_ms() + PUB_FAILOVER_WAIT_MS;
     int rc = 0;
+    if (r->max_age_ms) {
+        /* Redis ids start with the server's wall-clock ms: entries older
+         * than max age have ids below now - max age (by this host's clock;
+         * a skew between the clocks shifts the retention by as much). */
+        struct timespec ts;
+        unsigned long long wall;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        wall = (unsigned long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        snprintf(r->minid, sizeof r->minid, "%llu",
+                 wall > r->max_age_ms ? wall - r->max_age_ms : 0);
+    }
     for (;;) {
         size_t refused_from = n; /* first event refused by a non-master */
         int stored_after = 0;
@@ -220,10 +240,10 @@ void sse_pub_redis_close(sse_pub_redis_t *r)
 
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       sse_pub_redis_t **out)
+                       uint64_t max_age_ms, sse_pub_redis_t **out)
 {
     (void)url; (void)sentinels; (void)master; (void)key; (void)maxlen;
-    (void)out;
+    (void)max_age_ms; (void)out;
     fprintf(stderr, "sse-pub: this sse-pub was built without hiredis, so "
             "--redis and --sentinel are not available: install it (Debian: apt-get install "
             "libhiredis-dev) and re-run ./configure && make\n");

@@ -21,12 +21,14 @@ typedef struct sse_pub_redis sse_pub_redis_t;
 
 /* Connect to url, or (url NULL) to the master that the sentinels (a
  * comma-separated HOST:PORT list) name for `master`; events go to stream
- * `key`, trimmed approximately to `maxlen` entries (MAXLEN ~). Through
+ * `key`, trimmed approximately to `maxlen` entries (MAXLEN ~) or, when
+ * max_age_ms > 0, to the entries younger than that (MINID ~, by this
+ * host's wall clock, set for each batch). Through
  * Sentinel, a master that cannot be found is looked for again with backoff
  * for up to 10 s (a failover in progress). */
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       sse_pub_redis_t **out);
+                       uint64_t max_age_ms, sse_pub_redis_t **out);
 
 /* XADD evs[0..n) in one pipeline (ev->id is ignored: Redis assigns ids).
  * last_id (may be NULL, lenth len) receives the id of the last event.

@@ -338,7 +338,7 @@ class RedisRelayTest(unittest.TestCase):
             h.start()
         return self.hosts
 
-    def publish(self, events, maxlen=None):
+    def publish(self, events, maxlen=None, max_age=None):
         """events: [(channel, data)] via one `sse-pub stream --redis`."""
         import json
         payload = "".join(json.dumps({"channel": c, "data": d}) + "\n"
@@ -346,6 +346,8 @@ class RedisRelayTest(unittest.TestCase):
         args = ["stream", "--redis", self.redis.url, "--format", "ndjson"]
         if maxlen:
             args += ["--maxlen", str(maxlen)]
+        if max_age:
+            args += ["--max-age", str(max_age)]
         SsePub(None).run(*args, input=payload)
 
     def publish_n(self, n, start=0, channels=("a", "b")):
@@ -378,6 +380,27 @@ class RedisRelayTest(unittest.TestCase):
         return evs
 
     # -- scenarios
+
+    def test_max_age_trims_by_time_and_maxlen_by_count(self):
+        # Redis trims approximately (whole stream nodes of 100 entries):
+        # 300 old entries fill three nodes that MINID ~ can drop whole.
+        old = [("a", "old %d" % i) for i in range(300)]
+        self.publish(old, max_age=1)
+        self.assertEqual(self.redis.cmd("XLEN", STREAM), 300)  # all young
+        time.sleep(1.3)
+        self.publish([("a", "control")])        # default: MAXLEN ~ 1000000
+        self.assertEqual(self.redis.cmd("XLEN", STREAM), 301)
+        self.publish([("a", "new")], max_age=1)
+        n = self.redis.cmd("XLEN", STREAM)
+        self.assertLessEqual(n, 101, "entries older than --max-age 1 kept")
+        self.assertEqual(self.redis.xrange()[-1][2], "new")
+        self.publish([("a", "x%d" % i) for i in range(300)], maxlen=10)
+        self.assertLessEqual(self.redis.cmd("XLEN", STREAM), 110)
+        rc, _, err = SsePub(None).run(
+            "publish", "--redis", self.redis.url, "--maxlen", "5",
+            "--max-age", "3", "--channel", "a", "x", check=False)
+        self.assertEqual(rc, 2)
+        self.assertIn("not both", err)
 
     def test_fan_out_gives_every_host_the_same_events_under_the_same_ids(self):
         hosts = self.make_hosts(3)
