@@ -16,8 +16,15 @@
  * Streams chosen with --slow K stop reading right after their headers (a
  * client that stalls); they are reported apart and never in the latency.
  *
- * Invariants: loopback only (the address is 127.0.0.1, not configurable);
- * bounded in count (--conns <= 60000) and time (--duration, plus
+ * More than ~28,000 streams: one (source address, destination) pair has only
+ * the ephemeral ports of net.ipv4.ip_local_port_range (32768-60999 here), so
+ * --src-addrs K binds the client sockets round-robin to 127.0.0.2 ..
+ * 127.0.0.(K+1) (all of 127/8 is local) with IP_BIND_ADDRESS_NO_PORT, which
+ * lets the kernel pick the port at connect() time per 4-tuple.
+ *
+ * Invariants: loopback only (the server address is 127.0.0.1, sources are in
+ * 127/8; neither can be set to anything else);
+ * bounded in count (--conns <= 100000) and time (--duration, plus
  * --connect-timeout for the connect phase); nothing is allocated per event.
  * Output: one JSON line on stdout at the end; progress lines on stderr.
  * When every stream has its headers it writes "ready" to --ready-file, which
@@ -69,8 +76,8 @@ typedef struct conn {
 static struct {
     const char *path; int port, conns, slow, duration, connect_timeout;
     int64_t expect; int first_seq_known; int rcvbuf; const char *ready_file;
-    const char *hist_file; int quiet; int connect_batch;
-} opt = {"/", 0, 1, 0, 10, 30, -1, 1, 0, NULL, NULL, 0, 200};
+    const char *hist_file; int quiet; int connect_batch; int src_addrs;
+} opt = {"/", 0, 1, 0, 10, 30, -1, 1, 0, NULL, NULL, 0, 200, 0};
 
 static uint64_t hist_fine[H_FINE], hist_coarse[H_COARSE + 1];
 static uint64_t lat_n, lat_neg; static int64_t lat_max_ns;
@@ -90,6 +97,7 @@ static void usage(void)
         "usage: sse_load --port P --path /events [--conns N] [--duration S]\n"
         "                [--slow K] [--expect N] [--rcvbuf BYTES]\n"
         "                [--ready-file F] [--hist-file F] [--connect-timeout S]\n"
+        "                [--src-addrs K]   (bind to 127.0.0.2..127.0.0.K+1, K <= 200)\n"
         "Opens N SSE streams to 127.0.0.1:P, reads until --duration seconds\n"
         "after all are open (or until every stream has --expect events),\n"
         "then prints one JSON line. Data must be 'seq=<n> ts=<ns> ...'.\n");
@@ -353,10 +361,24 @@ static void on_readable(conn_t *c)
     }
 }
 
-static int start_connect(conn_t *c, struct sockaddr_in *sa, const char *req, size_t reqlen)
+static int start_connect(conn_t *c, int idx, struct sockaddr_in *sa, const char *req, size_t reqlen)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { fprintf(stderr, "sse_load: socket: %s (raise ulimit -n?)\n", strerror(errno)); return -1; }
+    if (opt.src_addrs > 0) {
+        /* source 127.0.0.(2 + idx % K), port chosen by connect() */
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0) {
+            fprintf(stderr, "sse_load: IP_BIND_ADDRESS_NO_PORT: %s\n", strerror(errno));
+            close(fd); return -1;
+        }
+        struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+        src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + (uint32_t)(idx % opt.src_addrs));
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            fprintf(stderr, "sse_load: bind 127.0.0.%d: %s\n", 2 + idx % opt.src_addrs, strerror(errno));
+            close(fd); return -1;
+        }
+    }
     if (c->slow && opt.rcvbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opt.rcvbuf, sizeof opt.rcvbuf);
     int one = 1;
@@ -395,11 +417,13 @@ int main(int argc, char **argv)
         else if (ARG("--rcvbuf")) opt.rcvbuf = atoi(v);
         else if (ARG("--ready-file")) opt.ready_file = v;
         else if (ARG("--hist-file")) opt.hist_file = v;
+        else if (ARG("--src-addrs")) opt.src_addrs = atoi(v);
         else if (strcmp(a, "--quiet") == 0) opt.quiet = 1;
         else usage();
 #undef ARG
     }
-    if (opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.conns > 60000 ||
+    if (opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.conns > 100000 ||
+        opt.src_addrs < 0 || opt.src_addrs > 200 ||
         opt.slow < 0 || opt.slow > opt.conns || opt.duration < 1 || opt.duration > 600)
         usage();
 
@@ -452,7 +476,7 @@ int main(int argc, char **argv)
         if (next < opt.conns && npending < opt.connect_batch) {
             int room = opt.connect_batch - npending;
             for (int k = 0; k < room && next < opt.conns; k++, next++)
-                if (start_connect(&conns[next], &sa, req, (size_t)reqlen) < 0) { stop_flag = 1; break; }
+                if (start_connect(&conns[next], next, &sa, req, (size_t)reqlen) < 0) { stop_flag = 1; break; }
         }
         if (!t_ready && nready + nfail_early >= opt.conns) {
             t_ready = now;

@@ -14,12 +14,18 @@
 #                                  test/browser/node_modules), promtool,
 #                                  clang + its sanitizer runtime, psmisc,
 #                                  redis-server + libhiredis-dev (relay)
+#   build/install-deps.sh --bench  also what bench/run-bench needs: nginx +
+#                                  libnginx-mod-nchan (the server compared
+#                                  against), gnuplot-nox (plots); linux-perf
+#                                  if the archive has it (optional: profiles)
 set -eu
 
 want_test=0
+want_bench=0
 for arg in "$@"; do
     case "$arg" in
         --test) want_test=1 ;;
+        --bench) want_bench=1 ;;
         -h|--help)
             awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
             exit 0 ;;
@@ -46,6 +52,11 @@ if [ "$want_test" = 1 ]; then
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         pkgs="$pkgs nodejs npm"
     fi
+fi
+if [ "$want_bench" = 1 ]; then
+    # nginx's own service is kept from starting by the policy-rc.d below;
+    # run-bench starts nginx itself on a free port
+    pkgs="$pkgs nginx libnginx-mod-nchan gnuplot-nox"
 fi
 
 missing=""
@@ -77,6 +88,18 @@ if [ -n "$missing" ]; then
     apt-get install -y -q --no-install-recommends $missing
 else
     say "all Debian packages present"
+fi
+
+if [ "$want_bench" = 1 ]; then
+    st=$(dpkg-query -W -f='${db:Status-Status}' linux-perf 2>/dev/null || true)
+    if [ "$st" != installed ] && [ "$(id -u)" = 0 ]; then
+        # optional: run-bench --perf profiles the servers with it
+        say "installing linux-perf (optional)"
+        [ -z "$missing" ] && { apt-get update -q || true; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends linux-perf \
+            || say "WARNING: linux-perf not installed; run-bench --perf will be skipped"
+    fi
 fi
 
 if [ "$want_test" = 1 ]; then
