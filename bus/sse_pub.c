@@ -300,6 +300,9 @@ static const char publish_help[] =
     "master is asked from the sentinels (each in turn) and checked with\n"
     "ROLE; during a failover it is looked for again for up to 10 s, and\n"
     "events a demoted master refused (READONLY, NOREPLICAS) are resent.\n"
+    "--wait-replicas N: acknowledge (print the id, exit 0) only once N\n"
+    "replicas hold the event (WAIT); through Sentinel, events a failover\n"
+    "lost are sent again to the new master: nothing acknowledged is lost.\n"
     "sse-relay copies the stream into each host's bus.\n";
 
 /* Options shared by publish and stream for the Redis target. */
@@ -310,12 +313,13 @@ typedef struct {
     const char *remote; /* non-NULL: to Redis (url, sentinels or master) */
     uint64_t max_age_s; /* --max-age: trim by age (MINID) instead */
     int maxlen_set;
+    uint64_t wait_replicas; /* --wait-replicas */
 } redis_opts_t;
 
-#define REDIS_OPTS_DEFAULT {NULL, "sse", 1000000, NULL, NULL, NULL, 0, 0}
+#define REDIS_OPTS_DEFAULT {NULL, "sse", 1000000, NULL, NULL, NULL, 0, 0, 0}
 
 enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN, OPT_SENTINEL,
-       OPT_MASTER, OPT_MAX_AGE };
+       OPT_MASTER, OPT_MAX_AGE, OPT_WAIT_REPLICAS };
 
 static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
 {
@@ -334,6 +338,11 @@ static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
             || ro->max_age_s > 100ull * 365 * 86400)
             return usage_error(cmd, "--max-age must be a number of seconds "
                                     "from 1 to 3153600000");
+        break;
+    case OPT_WAIT_REPLICAS:
+        if (parse_u64(optarg, &ro->wait_replicas) || ro->wait_replicas > 64)
+            return usage_error(cmd, "--wait-replicas must be a number of "
+                                    "replicas from 0 to 64");
         break;
     default:
         return usage_error(cmd, "bad option");
@@ -387,6 +396,7 @@ static int cmd_publish(int argc, char **argv)
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
         {"max-age", required_argument, 0, OPT_MAX_AGE},
+        {"wait-replicas", required_argument, 0, OPT_WAIT_REPLICAS},
         {"sentinel", required_argument, 0, OPT_SENTINEL},
         {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
@@ -401,7 +411,8 @@ static int cmd_publish(int argc, char **argv)
         case 'i': id = optarg; break;
         case 'h': fputs(publish_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
-        case OPT_MAX_AGE: case OPT_SENTINEL: case OPT_MASTER:
+        case OPT_MAX_AGE: case OPT_WAIT_REPLICAS:
+        case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("publish ", c, &ro))
                 return EXIT_USAGE;
             break;
@@ -452,7 +463,8 @@ static int cmd_publish(int argc, char **argv)
             rc = bus_error(rc, &rerr, "event");
         else if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master,
                                          ro.key, ro.maxlen,
-                                         ro.max_age_s * 1000, &r))
+                                         ro.max_age_s * 1000,
+                                         (int)ro.wait_replicas, &r))
                  == 0) {
             rc = sse_pub_redis_add(r, &rev, 1, rid, sizeof rid);
             sse_pub_redis_close(r);
@@ -712,18 +724,16 @@ static int batch_flush(batch_t *b)
             b->failed = 1;
             return -1;
         }
-        b->published += b->n;
-        b->n = 0;
-        b->bytes = 0;
-        return 0;
-    }
-    int rc = sse_bus_publish_batch(b->bus, b->evs, b->n, &first, &bad, &err);
-    if (rc != SSE_BUS_OK) {
-        /* every event was checked before it joined the batch, so this is a
-         * runtime failure (or the bus changed under us) */
-        bus_error(rc, &err, b->path);
-        b->failed = 1;
-        return -1;
+    } else {
+        int rc = sse_bus_publish_batch(b->bus, b->evs, b->n, &first, &bad,
+                                       &err);
+        if (rc != SSE_BUS_OK) {
+            /* every event was checked before it joined the batch, so this
+             * is a runtime failure (or the bus changed under us) */
+            bus_error(rc, &err, b->path);
+            b->failed = 1;
+            return -1;
+        }
     }
     b->published += b->n;
     b->n = 0;
@@ -747,6 +757,7 @@ static int cmd_stream(int argc, char **argv)
         {"stream-key", required_argument, 0, OPT_STREAM_KEY},
         {"maxlen", required_argument, 0, OPT_MAXLEN},
         {"max-age", required_argument, 0, OPT_MAX_AGE},
+        {"wait-replicas", required_argument, 0, OPT_WAIT_REPLICAS},
         {"sentinel", required_argument, 0, OPT_SENTINEL},
         {"master", required_argument, 0, OPT_MASTER},
         {"help", no_argument, 0, 'h'},
@@ -766,7 +777,8 @@ static int cmd_stream(int argc, char **argv)
             break;
         case 'h': fputs(stream_help, stdout); return 0;
         case OPT_REDIS: case OPT_STREAM_KEY: case OPT_MAXLEN:
-        case OPT_MAX_AGE: case OPT_SENTINEL: case OPT_MASTER:
+        case OPT_MAX_AGE: case OPT_WAIT_REPLICAS:
+        case OPT_SENTINEL: case OPT_MASTER:
             if (redis_opt("stream ", c, &ro))
                 return EXIT_USAGE;
             break;
@@ -786,7 +798,7 @@ static int cmd_stream(int argc, char **argv)
         b.path = ro.remote;
         if ((rc = sse_pub_redis_open(ro.url, ro.sentinels, ro.master, ro.key,
                                      ro.maxlen, ro.max_age_s * 1000,
-                                     &b.redis)))
+                                     (int)ro.wait_replicas, &b.redis)))
             return rc;
     } else {
         b.path = argv[optind];

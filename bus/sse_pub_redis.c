@@ -26,6 +26,7 @@ struct sse_pub_redis {
     char key[256];
     char maxlen[24];
     uint64_t max_age_ms; /* > 0: trim by age (MINID), not by length */
+    int wait_replicas;   /* > 0: WAIT for that many replicas per batch */
     char minid[24];      /* MINID for the batch being sent */
 };
 
@@ -36,6 +37,13 @@ struct sse_pub_redis {
 #define PUB_FAILOVER_WAIT_MS 10000
 #define PUB_BACKOFF_MIN_MS 50
 #define PUB_BACKOFF_MAX_MS 1000
+/* --wait-replicas: how long one WAIT may take, and how long to keep
+ * waiting for confirmation (ms): after a failover the new master has no
+ * replica until Sentinel turns the old master into one (about 10 s: its
+ * INFO period), so acknowledging waits that long. */
+#define PUB_WAIT_TIMEOUT_MS 1000
+#define PUB_WAIT_DEADLINE_MS 30000
+#define PUB_ID_MAX 48 /* "<u64>-<u64>" and a NUL */
 
 static long long now_ms(void)
 {
@@ -73,7 +81,8 @@ static int pub_connect(sse_pub_redis_t *r, long long deadline)
 
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       uint64_t max_age_ms, sse_pub_redis_t **out)
+                       uint64_t max_age_ms, int wait_replicas,
+                       sse_pub_redis_t **out)
 {
     char err[512];
     sse_pub_redis_t *r = calloc(1, sizeof *r);
@@ -96,6 +105,7 @@ int sse_pub_redis_open(const char *url, const char *sentinels,
     strcpy(r->key, key);
     snprintf(r->maxlen, sizeof r->maxlen, "%llu", (unsigned long long)maxlen);
     r->max_age_ms = max_age_ms;
+    r->wait_replicas = wait_replicas;
     if (pub_connect(r, now_ms() + PUB_FAILOVER_WAIT_MS)) {
         free(r);
         return 1;
@@ -147,8 +157,49 @@ static int refused_by_non_master(const redisReply *rep)
     return 0;
 }
 
-int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
-                      size_t n, char *last_id, size_t len)
+/* WAIT for r->wait_replicas replicas: how many confirmed, -1 if the
+ * connection failed. */
+static long long confirmed_replicas(sse_pub_redis_t *r)
+{
+    redisReply *rep = redisCommand(r->c, "WAIT %d %d", r->wait_replicas,
+                                   PUB_WAIT_TIMEOUT_MS);
+    long long k = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep)
+        freeReplyObject(rep);
+    return k;
+}
+
+/* After a failover: the first of ids[from..n) that the master now in use
+ * does not hold (n: it holds them all). Writes are replicated in order, so
+ * what is missing is a suffix; anything else is reported and gives -1. */
+static long first_missing(sse_pub_redis_t *r, char (*ids)[PUB_ID_MAX],
+                          size_t from, size_t n)
+{
+    size_t i;
+    long first = (long)n;
+    int ok = 1;
+    for (i = from; i < n; i++)
+        redisAppendCommand(r->c, "XRANGE %s %s %s", r->key, ids[i], ids[i]);
+    for (i = from; i < n; i++) {
+        redisReply *rep = NULL;
+        if (redisGetReply(r->c, (void **)&rep) != REDIS_OK || !rep)
+            return -1;
+        if (rep->type != REDIS_REPLY_ARRAY)
+            ok = 0;
+        else if (rep->elements == 0 && first == (long)n)
+            first = (long)i;
+        else if (rep->elements != 0 && first != (long)n)
+            ok = 0; /* a hole, not a suffix */
+        freeReplyObject(rep);
+    }
+    return ok ? first : -1;
+}
+
+/* XADD evs[0..n) (see sse_pub_redis_add); ids (may be NULL) receives
+ * each event's id. */
+static int add_batch(sse_pub_redis_t *r, const sse_bus_event_t *evs,
+                     size_t n, char *last_id, size_t len,
+                     char (*ids)[PUB_ID_MAX])
 {
     size_t i, off = 0, stored = 0;
     long long deadline = now_ms() + PUB_FAILOVER_WAIT_MS;
@@ -184,6 +235,8 @@ int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
                 stored++;
                 if (refused_from < n)
                     stored_after = 1;
+                if (ids)
+                    snprintf(ids[i], PUB_ID_MAX, "%s", rep->str);
                 if (last_id && len)
                     snprintf(last_id, len, "%s", rep->str);
             }
@@ -226,6 +279,78 @@ int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
     }
 }
 
+int sse_pub_redis_add(sse_pub_redis_t *r, const sse_bus_event_t *evs,
+                      size_t n, char *last_id, size_t len)
+{
+    char (*ids)[PUB_ID_MAX];
+    long long deadline = now_ms() + PUB_WAIT_DEADLINE_MS, k;
+    size_t from = 0;
+    long m;
+    int rc, failed_over = 0;
+
+    if (!r->wait_replicas)
+        return add_batch(r, evs, n, last_id, len, NULL);
+    if (!(ids = calloc(n ? n : 1, sizeof *ids))) {
+        fprintf(stderr, "sse-pub: out of memory\n");
+        return 1;
+    }
+    /* Acknowledged = stored on the master and on --wait-replicas replicas:
+     * then a failover cannot lose it. A shortfall is either a slow replica
+     * (the events stand: WAIT again) or a failover under way (the new
+     * master lacks a suffix of them: send that suffix again). Once the
+     * master promoted by a failover holds them all they are acknowledged.
+     * Until the deadline; never a duplicate: ids[] tells what the new
+     * master holds. */
+    while ((rc = add_batch(r, evs + from, n - from, last_id, len,
+                           ids + from)) == 0) {
+        if ((k = confirmed_replicas(r)) >= r->wait_replicas)
+            break;
+        for (;;) {
+            if (!r->tgt.master_name[0] || now_ms() >= deadline) {
+                fprintf(stderr, "sse-pub: %s:%d stored the events but only "
+                        "%lld of the %d replicas asked for (--wait-replicas) "
+                        "confirmed them%s: they may be lost if it fails "
+                        "before the replicas catch up\n", r->tgt.addr.host,
+                        r->tgt.addr.port, k < 0 ? 0 : k, r->wait_replicas,
+                        r->tgt.master_name[0] ? " for 30 s" : "");
+                rc = 1;
+                goto out;
+            }
+            struct timespec ts = {0, PUB_BACKOFF_MIN_MS * 1000000L};
+            nanosleep(&ts, NULL);
+            char was[sizeof r->tgt.addr.host];
+            int was_port = r->tgt.addr.port;
+            snprintf(was, sizeof was, "%s", r->tgt.addr.host);
+            if (pub_connect(r, deadline)) {
+                rc = 1;
+                goto out;
+            }
+            if (r->tgt.addr.port != was_port || strcmp(r->tgt.addr.host, was))
+                failed_over = 1;
+            if ((m = first_missing(r, ids, 0, n)) < 0) {
+                fprintf(stderr, "sse-pub: after a failover, master %s:%d "
+                        "holds some of this batch's events but not the "
+                        "ones before them: check the stream\n",
+                        r->tgt.addr.host, r->tgt.addr.port);
+                rc = 1;
+                goto out;
+            }
+            if ((size_t)m < n) {
+                from = (size_t)m; /* lost in the failover: send again */
+                break;
+            }
+            /* The master promoted in a failover holds them all: they have
+             * survived it (it has no replica until Sentinel turns the old
+             * master into one, seconds later). */
+            if (failed_over || (k = confirmed_replicas(r)) >= r->wait_replicas)
+                goto out;
+        }
+    }
+out:
+    free(ids);
+    return rc;
+}
+
 void sse_pub_redis_close(sse_pub_redis_t *r)
 {
     if (!r)
@@ -240,10 +365,11 @@ void sse_pub_redis_close(sse_pub_redis_t *r)
 
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       uint64_t max_age_ms, sse_pub_redis_t **out)
+                       uint64_t max_age_ms, int wait_replicas,
+                       sse_pub_redis_t **out)
 {
     (void)url; (void)sentinels; (void)master; (void)key; (void)maxlen;
-    (void)max_age_ms; (void)out;
+    (void)max_age_ms; (void)wait_replicas; (void)out;
     fprintf(stderr, "sse-pub: this sse-pub was built without hiredis, so "
             "--redis and --sentinel are not available: install it (Debian: apt-get install "
             "libhiredis-dev) and re-run ./configure && make\n");

@@ -28,9 +28,14 @@ typedef struct sse_pub_redis sse_pub_redis_t;
  * for up to 10 s (a failover in progress). */
 int sse_pub_redis_open(const char *url, const char *sentinels,
                        const char *master, const char *key, uint64_t maxlen,
-                       uint64_t max_age_ms, sse_pub_redis_t **out);
+                       uint64_t max_age_ms, int wait_replicas,
+                       sse_pub_redis_t **out);
 
 /* XADD evs[0..n) in one pipeline (ev->id is ignored: Redis assigns ids).
+ * With wait_replicas > 0 (open), the batch is acknowledged only once that
+ * many replicas hold it (WAIT): a failover cannot lose it then. If they do
+ * not confirm and the master has changed (Sentinel), the events the new
+ * master lacks are sent again to it (their ids say which: no duplicate).
  * last_id (may be NULL, lenth len) receives the id of the last event.
  * A failure part-way leaves the events before it stored: a caller that
  * retries the whole batch duplicates them (under new ids). Through

@@ -215,14 +215,7 @@ class Host:
     def stop_relay(self, sig=signal.SIGTERM):
         if not self.relay:
             return
-        if self.relay.poll() is None:
-            os.kill(self.relay.pid, signal.SIGCONT)
-            os.kill(self.relay.pid, sig)
-            try:
-                self.relay.wait(15)
-            except subprocess.TimeoutExpired:
-                self.relay.kill()
-                self.relay.wait(10)
+        stop_process(self.relay, sig)
         self.relay = None
 
     def stop(self):
@@ -276,6 +269,19 @@ class Host:
         self.test.assertEqual(c.head.status, 200)
         c.read_retry()
         return c
+
+
+def stop_process(proc, sig=signal.SIGTERM):
+    """Send sig to a child we started (waking it first if stopped), wait
+    up to 15 s, then kill it; bounded."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def redis_prerequisites():

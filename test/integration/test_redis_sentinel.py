@@ -38,7 +38,7 @@ from harness import (HttpdTestCase, SsePub, free_port,
                      location, make_tmpdir, wait_for)
 from test_redis_relay import (REDIS_SERVER, RESET, STREAM, Host, Resp,
                               RespError, ord_key, redis_prerequisites,
-                              relay_path)
+                              relay_path, stop_process)
 
 MASTER = "sse-master"
 NO_FAILOVER = {"test_redis_gone_keeps_hosts_serving_and_subscriptions_resume"}
@@ -106,14 +106,8 @@ class Node:
         return _cmd(self.port, *args, timeout=timeout)
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            stop_process(self.proc, sig)
         self.proc = None
 
     def log(self):
@@ -329,8 +323,10 @@ class Publisher:
     process: data "p|N" on channel a or b. Records what was acknowledged
     (exit 0 and an id printed) and what failed."""
 
-    def __init__(self, topo, limit=2000):
+    def __init__(self, topo, limit=2000, wait_replicas=0):
         self.topo, self.limit = topo, limit
+        self.wait = (["--wait-replicas", str(wait_replicas)]
+                     if wait_replicas else [])
         self.acked = []        # [(id, channel, data)]
         self.failed = []       # [(data, stderr)]
         self.stop_ev = threading.Event()
@@ -340,7 +336,8 @@ class Publisher:
     def publish(self, data, channel="a"):
         rc, out, err = SsePub(None).run(
             "publish", "--sentinel", self.topo.sentinel_arg, "--master",
-            MASTER, "--channel", channel, data, check=False, timeout=30)
+            MASTER, "--channel", channel, *self.wait, data, check=False,
+            timeout=60)
         if rc == 0 and out.strip():
             self.acked.append((out.strip(), channel, data))
             return out.strip()
@@ -557,13 +554,15 @@ class SentinelTest(unittest.TestCase):
         hosts = self.make_hosts(3)
         old = self.master()
         self.wait_following(old.port)
-        # Zero loss needs the old master to refuse writes once its replica
-        # is promoted (README: "Failover"); sse-pub resends refused events
-        # to the new master.
+        # Zero loss (README: "Failover"): the old master refuses writes
+        # once its replica is promoted, sse-pub resends refused events to
+        # the new master, and --wait-replicas 1 acknowledges an event only
+        # once the replica holds it (a write that slipped in while the
+        # replica was being promoted is sent again to the new master).
         old.cmd("CONFIG", "SET", "min-replicas-to-write", "1")
         old.cmd("CONFIG", "SET", "min-replicas-max-lag", "10")
         live = hosts[0].client()
-        pub = Publisher(self.topo).start()
+        pub = Publisher(self.topo, wait_replicas=1).start()
         self.assertTrue(pub.wait_count(40), pub.failed[-3:])
         session = []
         c = hosts[1].client()
