@@ -321,6 +321,16 @@ typedef struct {
 enum { OPT_REDIS = 1000, OPT_STREAM_KEY, OPT_MAXLEN, OPT_SENTINEL,
        OPT_MASTER, OPT_MAX_AGE, OPT_WAIT_REPLICAS };
 
+/* The getopt_long entries of the Redis target, for publish and stream. */
+#define REDIS_LONG_OPTS \
+    {"redis", required_argument, 0, OPT_REDIS}, \
+    {"stream-key", required_argument, 0, OPT_STREAM_KEY}, \
+    {"maxlen", required_argument, 0, OPT_MAXLEN}, \
+    {"max-age", required_argument, 0, OPT_MAX_AGE}, \
+    {"wait-replicas", required_argument, 0, OPT_WAIT_REPLICAS}, \
+    {"sentinel", required_argument, 0, OPT_SENTINEL}, \
+    {"master", required_argument, 0, OPT_MASTER},
+
 static int redis_opt(const char *cmd, int c, redis_opts_t *ro)
 {
     switch (c) {
@@ -392,13 +402,7 @@ static int cmd_publish(int argc, char **argv)
         {"channel", required_argument, 0, 'c'},
         {"event", required_argument, 0, 'e'},
         {"id", required_argument, 0, 'i'},
-        {"redis", required_argument, 0, OPT_REDIS},
-        {"stream-key", required_argument, 0, OPT_STREAM_KEY},
-        {"maxlen", required_argument, 0, OPT_MAXLEN},
-        {"max-age", required_argument, 0, OPT_MAX_AGE},
-        {"wait-replicas", required_argument, 0, OPT_WAIT_REPLICAS},
-        {"sentinel", required_argument, 0, OPT_SENTINEL},
-        {"master", required_argument, 0, OPT_MASTER},
+        REDIS_LONG_OPTS
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL, *id = NULL;
@@ -753,13 +757,7 @@ static int cmd_stream(int argc, char **argv)
         {"channel", required_argument, 0, 'c'},
         {"event", required_argument, 0, 'e'},
         {"format", required_argument, 0, 'F'},
-        {"redis", required_argument, 0, OPT_REDIS},
-        {"stream-key", required_argument, 0, OPT_STREAM_KEY},
-        {"maxlen", required_argument, 0, OPT_MAXLEN},
-        {"max-age", required_argument, 0, OPT_MAX_AGE},
-        {"wait-replicas", required_argument, 0, OPT_WAIT_REPLICAS},
-        {"sentinel", required_argument, 0, OPT_SENTINEL},
-        {"master", required_argument, 0, OPT_MASTER},
+        REDIS_LONG_OPTS
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *channel = NULL, *event = NULL;

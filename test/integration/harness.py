@@ -955,6 +955,15 @@ class SseClient:
         return n
 
 
+def close_half_with_rst(clients):
+    """Close every other client cleanly (FIN), the rest with RST."""
+    for i, c in enumerate(clients):
+        if i % 2:
+            c.rst_close()
+        else:
+            c.close()
+
+
 def simple_request(port, path, method="GET", headers=None, tls=False,
                    timeout=10, body=None):
     """One request, Connection: close; returns (head, body bytes).

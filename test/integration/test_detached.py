@@ -34,7 +34,7 @@ import time
 import unittest
 
 from harness import HttpdTestCase, location, simple_request, wait_for, \
-    pid_alive
+    pid_alive, close_half_with_rst
 from test_tls_h2 import CurlReader, make_cert, tls_conf
 
 METRICS = '<Location "/metrics">\n    SetHandler sse-metrics\n</Location>\n'
@@ -330,11 +330,7 @@ class DetachedTest(HttpdTestCase):
         self.wait_gauge(20)
         self.assertGreaterEqual(h.child_stats()[pid][1], base + 20)
         mark = h.error_log_mark()
-        for i, c in enumerate(cs):
-            if i % 2:
-                c.rst_close()
-            else:
-                c.close()
+        close_half_with_rst(cs)
         self._clients = []
         self.wait_gauge(0)
         self.wait_gauge(0, "sse_streams_open")

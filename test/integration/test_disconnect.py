@@ -10,7 +10,7 @@ set means a child died or was replaced)."""
 import time
 import unittest
 
-from harness import HttpdTestCase, location
+from harness import HttpdTestCase, close_half_with_rst, location
 
 CYCLES = 200        # per kind (clean, RST)
 BATCH = 10          # streams open at once
@@ -77,11 +77,7 @@ class DisconnectLeakTest(HttpdTestCase):
         time.sleep(2.5)
         base = self.settle_children()
         cs = [self.stream("/events?channel=idle") for _ in range(20)]
-        for i, c in enumerate(cs):
-            if i % 2:
-                c.rst_close()
-            else:
-                c.close()
+        close_half_with_rst(cs)
         self._clients = []
         self.assertChildrenBackTo(base, THREAD_TOL, FD_TOL)
 

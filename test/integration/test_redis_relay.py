@@ -284,6 +284,16 @@ def stop_process(proc, sig=signal.SIGTERM):
             proc.wait(10)
 
 
+def stop_hosts(test, hosts):
+    """Stop every host; print its relay log first if the test failed."""
+    failed = HttpdTestCase._has_failed(test)
+    for h in hosts:
+        if failed:
+            print("\n--- %s relay log ---\n%s" % (h.name,
+                                                  h.relay_log()[-3000:]))
+        h.stop()
+
+
 def redis_prerequisites():
     """What is missing to run httpd + redis-server + sse-relay (a list of
     messages saying how to install it; empty if nothing)."""
@@ -328,12 +338,7 @@ class RedisRelayTest(unittest.TestCase):
         self.hosts = []
 
     def tearDown(self):
-        failed = HttpdTestCase._has_failed(self)
-        for h in self.hosts:
-            if failed:
-                print("\n--- %s relay log ---\n%s" % (h.name,
-                                                      h.relay_log()[-3000:]))
-            h.stop()
+        stop_hosts(self, self.hosts)
 
     # -- helpers
 

@@ -38,7 +38,7 @@ from harness import (HttpdTestCase, SsePub, free_port,
                      location, make_tmpdir, wait_for)
 from test_redis_relay import (REDIS_SERVER, RESET, STREAM, Host, Resp,
                               RespError, ord_key, redis_prerequisites,
-                              relay_path, stop_process)
+                              relay_path, stop_hosts, stop_process)
 
 MASTER = "sse-master"
 NO_FAILOVER = {"test_redis_gone_keeps_hosts_serving_and_subscriptions_resume"}
@@ -396,15 +396,10 @@ class SentinelTest(unittest.TestCase):
         self.topo.start()
 
     def tearDown(self):
-        failed = HttpdTestCase._has_failed(self)
-        for h in self.hosts:
-            if failed:
-                print("\n--- %s relay log ---\n%s" % (h.name,
-                                                      h.relay_log()[-3000:]))
-            h.stop()
+        stop_hosts(self, self.hosts)
         for p in self.proxies:
             p.close()
-        if failed:
+        if HttpdTestCase._has_failed(self):
             for n in self.topo.nodes:
                 print("\n--- %s log ---\n%s" % (n.name, n.log()[-1500:]))
 
