@@ -8,7 +8,8 @@
 # safe to run by hand.
 #
 #   build/install-deps.sh          build deps: httpd dev files, APR, Check,
-#                                  autotools, compiler, curl, python3
+#                                  autotools, compiler, curl, python3,
+#                                  liburing (detached streams' io_uring sends)
 #   build/install-deps.sh --test   also what the test stages need: chromium,
 #                                  node + npm (and playwright-core into
 #                                  test/browser/node_modules), promtool,
@@ -39,7 +40,7 @@ say() { printf 'install-deps: %s\n' "$*"; }
 
 # Debian packages; a package counts as present when dpkg says "installed".
 pkgs="apache2 apache2-dev libapr1-dev libaprutil1-dev check autoconf automake
-libtool pkg-config make gcc curl python3 procps iproute2"
+libtool pkg-config make gcc curl python3 procps iproute2 liburing-dev"
 if [ "$want_test" = 1 ]; then
     pkgs="$pkgs chromium prometheus clang libclang-rt-14-dev psmisc"
     # strace: test_security.py checks the flags sse-pub create opens with

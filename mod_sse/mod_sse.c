@@ -119,6 +119,10 @@ static const command_rec sse_cmds[] = {
                   RSRC_CONF,
                   "ms a detached loop gathers new events before writing "
                   "them, one write per stream (default 0 = at once)"),
+    AP_INIT_FLAG("SSEDetachedIOUring", sse_cmd_detached_uring, NULL,
+                 RSRC_CONF,
+                 "On: a detached loop submits a round's writes through "
+                 "io_uring where the kernel allows it (default On)"),
     { NULL }
 };
 

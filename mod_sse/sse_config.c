@@ -80,6 +80,7 @@ void *sse_create_srv_conf(apr_pool_t *p, server_rec *s)
     (void)s;
     c->max_streams = 0;
     c->detached_threads = SSE_DEFAULT_DETACHED_THREADS;
+    c->detached_uring = 1;
     return c;
 }
 
@@ -90,6 +91,7 @@ void *sse_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     SSE_MERGE(max_streams);
     SSE_MERGE(detached_threads);
     SSE_MERGE(detached_coalesce_ms);
+    SSE_MERGE(detached_uring);
     return c;
 }
 
@@ -465,6 +467,25 @@ const char *sse_cmd_detached_coalesce(cmd_parms *cmd, void *dc,
     (void)dc;
     return global_int(cmd, arg, 0, SSE_MAX_DETACHED_COALESCE_MS,
                       &c->detached_coalesce_ms, &c->detached_coalesce_ms_set);
+}
+
+/* SSEDetachedIOUring On|Off
+ * Context: server config (global).
+ * Default: On. A detached loop hands the writes of a round to the kernel
+ * in one io_uring submission instead of one sendmsg per stream, where
+ * mod_sse was built with liburing and the kernel allows io_uring (else it
+ * uses sendmsg and says why once per child). Off: always sendmsg. */
+const char *sse_cmd_detached_uring(cmd_parms *cmd, void *dc, int on)
+{
+    sse_srv_conf_t *c = ap_get_module_config(cmd->server->module_config,
+                                             &sse_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err)
+        return err;
+    c->detached_uring = on;
+    c->detached_uring_set = 1;
+    return NULL;
 }
 
 /* ----------------------------------------------------- start-up validation */

@@ -63,6 +63,8 @@ typedef struct sse_srv_conf {
     int max_streams; int max_streams_set; /* per child; 0 = unlimited */
     int detached_threads; int detached_threads_set; /* loops per child */
     int detached_coalesce_ms; int detached_coalesce_ms_set; /* 0 = off */
+    int detached_uring; int detached_uring_set; /* io_uring sends if the
+                                                    kernel allows them */
 } sse_srv_conf_t;
 
 void *sse_create_dir_conf(apr_pool_t *p, char *dir);
@@ -91,6 +93,7 @@ const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
                                      const char *arg);
 const char *sse_cmd_detached_coalesce(cmd_parms *cmd, void *dc,
                                       const char *arg);
+const char *sse_cmd_detached_uring(cmd_parms *cmd, void *dc, int on);
 const char *sse_mode_str(sse_mode_t m);
 
 /* check_config hook: a section with `SetHandler sse-stream` must also have

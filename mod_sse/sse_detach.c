@@ -74,6 +74,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#ifdef SSE_HAVE_URING
+#include <liburing.h>
+#endif
 
 #include "httpd.h"
 #include "http_config.h"
@@ -100,6 +103,16 @@
 #define SSE_DETACH_REPUMP apr_time_from_sec(1)
 #define SSE_DETACH_MAX_EVENTS 256
 #define SSE_DETACH_READY_BATCH 1024 /* ready streams per loop round */
+/* io_uring sends: SQ entries per loop (one round of a full ready batch
+ * fits in one submission) and the arena the round's bytes are copied to
+ * until they are submitted. */
+#define SSE_DETACH_RING_ENTRIES 1024
+#define SSE_DETACH_ARENA (256 * 1024)
+
+/* queue_send() outcomes */
+#define SSE_Q_QUEUED 0   /* in the ring; its result comes with the flush */
+#define SSE_Q_FLUSHED 1  /* the ring was flushed first: look at d again */
+#define SSE_Q_DIRECT 2   /* not queued: send it with sendmsg */
 
 typedef struct sse_loop sse_loop_t;
 
@@ -128,6 +141,18 @@ typedef struct sse_dstream {
     apr_time_t last_pump;       /* see SSE_DETACH_REPUMP */
     server_rec *server;
     char *log_id;               /* "client-ip URI", in this allocation */
+    /* io_uring (loop thread): this stream's send queued in the loop's ring
+     * and not reaped yet, bytes [q_buf, q_buf + q_len) of the arena; at
+     * most one per stream (a second pass grows it while it is the newest,
+     * else the ring is flushed first), so bytes stay in order. */
+    char *q_buf;
+    size_t q_len;
+    struct sse_dstream *qnext;  /* loop->queued list */
+    /* A send result ended the stream (reset, overflow): finished by
+     * finish_failed() at the next safe point, with send_err. */
+    int failed;
+    apr_status_t send_err;
+    struct sse_dstream *fnext;  /* loop->failed list */
     /* The stream; st.buf is NULL except while lent (stream_lend);
      * st.filter's names live in this allocation, after the waiter. */
     sse_stream_t st;
@@ -158,12 +183,32 @@ struct sse_loop {
     apr_time_t now;              /* this round's clock (one read per round) */
     apr_interval_time_t coalesce; /* SSEDetachedCoalesce */
     apr_time_t last_serve;       /* when ready streams were last served */
+
+    /* io_uring sends (loop thread only): while uring is set, a stream's
+     * write is copied into the arena and queued in the ring; loop_flush()
+     * submits the round's sends in one io_uring_enter and applies each
+     * result as sendmsg's would be (short or EAGAIN -> pending, error ->
+     * failed). Nothing stays queued across a loop phase or a close. */
+#ifdef SSE_HAVE_URING
+    struct io_uring ring;
+    struct io_uring_sqe *last_sqe; /* loop->queued's, until submitted */
+#endif
+    int uring;                   /* the ring is usable */
+    int ring_made;               /* io_uring_queue_exit is due */
+    int arena_pinned;            /* a flush failed: the kernel may still
+                                    read the arena; keep it until exit */
+    char *arena;
+    size_t arena_size, arena_used;
+    unsigned nq;                 /* sends queued since the last flush */
+    sse_dstream_t *queued;       /* streams with q_len > 0 */
+    sse_dstream_t *failed;       /* see sse_dstream_t.failed */
 };
 
 static pthread_mutex_t loops_mu = PTHREAD_MUTEX_INITIALIZER;
 static sse_loop_t *loops;       /* nloops entries, created lazily */
 static int nloops_conf = 1;
 static int coalesce_ms_conf;    /* SSEDetachedCoalesce */
+static int uring_conf = 1;      /* SSEDetachedIOUring */
 static int loops_ready;         /* loops_mu; 1 started, -1 failed */
 static unsigned next_loop;      /* round robin (atomic) */
 static server_rec *main_server;
@@ -346,8 +391,253 @@ static size_t chunk_header(char *out, size_t len)
     return n + 2;
 }
 
+/* ------------------------------------------------------------ io_uring */
+
+/* A send result ended d (connection error, or pending full): d stops
+ * writing at once (peer_gone for errors; the stream logic sees the sink
+ * closed or the write fail) and is finished by finish_failed() at the
+ * next safe point, never from inside a flush that may run in the middle
+ * of another stream's pump. */
+static void mark_failed(sse_dstream_t *d, apr_status_t err)
+{
+    sse_loop_t *loop = d->loop;
+    if (err != APR_ENOSPC)
+        d->peer_gone = 1;
+    if (d->failed)
+        return;
+    d->failed = 1;
+    d->send_err = err;
+    d->fnext = loop->failed;
+    loop->failed = d;
+}
+
+/* Keep bytes the socket did not take (after older pending bytes). */
+static void keep_unsent(sse_dstream_t *d, const char *p, size_t n)
+{
+    if (!d->blocked_since)
+        d->blocked_since = apr_time_now();
+    if (pend_append(d, p, n) < 0) {
+        mark_failed(d, APR_ENOSPC);
+        return;
+    }
+    set_out_interest(d, 1);
+}
+
+#ifdef SSE_HAVE_URING
+/* Apply one reaped send result to its stream, as dsink_write does with
+ * what sendmsg returns. */
+static void send_done(sse_dstream_t *d, int res)
+{
+    char *p = d->q_buf;
+    size_t len = d->q_len;
+
+    d->q_buf = NULL;
+    d->q_len = 0;
+    if (res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR)
+        res = 0;
+    if (res < 0) {
+        mark_failed(d, errno_status(-res));
+        return;
+    }
+    if ((size_t)res < len)
+        keep_unsent(d, p + res, len - (size_t)res);
+}
+
+/* Submit every queued send in one go and apply the results. Sends on a
+ * non-blocking socket (MSG_DONTWAIT) complete inside the submission, so
+ * the results are there when it returns; the wait is only a bound. */
+static void loop_flush(sse_loop_t *loop)
+{
+    unsigned want = loop->nq, submitted = 0, got = 0;
+    sse_dstream_t *d;
+
+    if (!want)
+        return;
+    while (submitted < want) {
+        int rc = io_uring_submit(&loop->ring);
+        if (rc == -EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        submitted += (unsigned)rc;
+    }
+    while (got < submitted) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = { 1, 0 };
+        int rc = io_uring_peek_cqe(&loop->ring, &cqe);
+        if (rc == -EAGAIN)
+            rc = io_uring_wait_cqe_timeout(&loop->ring, &cqe, &ts);
+        if (rc == -EINTR)
+            continue;
+        if (rc < 0)
+            break;
+        d = io_uring_cqe_get_data(cqe);
+        rc = cqe->res;
+        io_uring_cqe_seen(&loop->ring, cqe);
+        got++;
+        if (d && d->q_len)
+            send_done(d, rc);
+    }
+    if (got < want) {
+        /* Cannot happen with non-blocking sockets; if it does, the kernel
+         * may still read the arena: stop using the ring in this loop,
+         * keep the arena until exit and end the streams whose result is
+         * unknown (they resume with Last-Event-ID). */
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, main_server, APLOGNO(10595)
+                     "detached-stream loop %d: io_uring returned %u of %u "
+                     "send results; sending with sendmsg from now on",
+                     loop->index, got, want);
+        loop->uring = 0;
+        loop->arena_pinned = 1;
+    }
+    for (d = loop->queued; d; d = d->qnext)
+        if (d->q_len) {
+            d->q_buf = NULL;
+            d->q_len = 0;
+            mark_failed(d, APR_EGENERAL);
+        }
+    loop->queued = NULL;
+    loop->last_sqe = NULL;
+    loop->nq = 0;
+    loop->arena_used = 0;
+}
+
+/* Queue this pass of d in the ring (copied into the arena). */
+static int queue_send(sse_dstream_t *d, const struct iovec *iov, int niov,
+                      size_t total)
+{
+    sse_loop_t *loop = d->loop;
+    struct io_uring_sqe *sqe;
+    char *p;
+    int i;
+
+    if (d->q_len) {
+        /* A later pass of the newest queued send: it is still in the SQ
+         * ring, so it can grow (contiguous in the arena) up to what the
+         * pending buffer could take back if the socket refuses it. */
+        if (loop->queued != d || d->q_len + total > d->pend_max / 2
+            || loop->arena_used + total > loop->arena_size) {
+            loop_flush(loop);
+            return SSE_Q_FLUSHED;
+        }
+        sqe = NULL;
+    }
+    else {
+        if (!loop->arena) {
+            void *m = mmap(NULL, SSE_DETACH_ARENA, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED)
+                return SSE_Q_DIRECT;
+            loop->arena = m;
+            loop->arena_size = SSE_DETACH_ARENA;
+        }
+        if (total > loop->arena_size)
+            return SSE_Q_DIRECT;
+        if (loop->arena_used + total > loop->arena_size) {
+            loop_flush(loop);
+            return SSE_Q_FLUSHED;
+        }
+        if (!(sqe = io_uring_get_sqe(&loop->ring))) {
+            loop_flush(loop);
+            return SSE_Q_FLUSHED;
+        }
+    }
+    p = loop->arena + loop->arena_used;
+    for (i = 0; i < niov; i++) {
+        memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    if (sqe) {
+        d->q_buf = loop->arena + loop->arena_used;
+        io_uring_prep_send(sqe, d->fd, d->q_buf, total,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+        io_uring_sqe_set_data(sqe, d);
+        loop->last_sqe = sqe;
+        d->qnext = loop->queued;
+        loop->queued = d;
+        loop->nq++;
+    }
+    else {
+        loop->last_sqe->len += (unsigned)total; /* d's, the newest */
+    }
+    d->q_len += total;
+    loop->arena_used += total;
+    return SSE_Q_QUEUED;
+}
+
+/* Make the loop's ring (in the loop thread: it is the only submitter). */
+static void loop_ring_init(sse_loop_t *loop)
+{
+    struct io_uring_params p;
+    int rc;
+
+    if (!uring_conf)
+        return;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    rc = io_uring_queue_init_params(SSE_DETACH_RING_ENTRIES, &loop->ring, &p);
+    if (rc == -EINVAL) { /* kernel older than 6.1: no such flags */
+        memset(&p, 0, sizeof(p));
+        rc = io_uring_queue_init_params(SSE_DETACH_RING_ENTRIES,
+                                        &loop->ring, &p);
+    }
+    if (rc < 0) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, -rc, main_server,
+                     APLOGNO(10596)
+                     "detached-stream loop %d: io_uring is not available "
+                     "(kernel.io_uring_disabled, a seccomp filter or an old "
+                     "kernel?); sending with sendmsg",
+                     loop->index);
+        return;
+    }
+    loop->ring_made = 1;
+    loop->uring = 1;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main_server, APLOGNO(10597)
+                 "detached-stream loop %d sends through io_uring",
+                 loop->index);
+}
+
+static void loop_ring_exit(sse_loop_t *loop)
+{
+    loop_flush(loop);
+    if (loop->ring_made)
+        io_uring_queue_exit(&loop->ring);
+    loop->ring_made = loop->uring = 0;
+}
+#else
+static void loop_flush(sse_loop_t *loop)
+{
+    (void)loop;
+}
+
+static int queue_send(sse_dstream_t *d, const struct iovec *iov, int niov,
+                      size_t total)
+{
+    (void)d;
+    (void)iov;
+    (void)niov;
+    (void)total;
+    return SSE_Q_DIRECT;
+}
+
+static void loop_ring_init(sse_loop_t *loop)
+{
+    if (uring_conf)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main_server, APLOGNO(10596)
+                     "detached-stream loop %d: mod_sse was built without "
+                     "liburing; sending with sendmsg", loop->index);
+}
+
+static void loop_ring_exit(sse_loop_t *loop)
+{
+    (void)loop;
+}
+#endif
+
 /* The detached sink's write: one chunk (or raw bytes under HTTP/1.0),
- * sent at once if the socket takes it, else the rest kept in pending. */
+ * sent at once if the socket takes it (or queued in the loop's ring: the
+ * result is applied when the round is flushed), else the rest kept in
+ * pending. */
 static apr_status_t dsink_write(void *ctx, const char *buf, apr_size_t len)
 {
     sse_dstream_t *d = ctx;
@@ -359,7 +649,7 @@ static apr_status_t dsink_write(void *ctx, const char *buf, apr_size_t len)
     ssize_t n;
 
     if (d->peer_gone)
-        return APR_ECONNABORTED;
+        return d->send_err ? d->send_err : APR_ECONNABORTED;
     if (len == 0)
         return APR_SUCCESS; /* headers went out before the hand-off */
     if (d->chunked) {
@@ -375,12 +665,27 @@ static apr_status_t dsink_write(void *ctx, const char *buf, apr_size_t len)
     for (i = 0; i < niov; i++)
         total += iov[i].iov_len;
 
+again:
+    if (d->peer_gone)
+        return d->send_err ? d->send_err : APR_ECONNABORTED;
+    if (d->overflow)
+        return APR_ENOSPC;
     if (dsink_busy(d)) {
         apr_status_t rv = send_pending(d);
         if (rv != APR_SUCCESS)
             return rv;
     }
     sent = 0;
+    if (!dsink_busy(d) && d->loop->uring) {
+        switch (queue_send(d, iov, niov, total)) {
+        case SSE_Q_QUEUED:
+            return APR_SUCCESS;
+        case SSE_Q_FLUSHED:
+            goto again; /* d's earlier send may have left pending bytes */
+        default:
+            break;
+        }
+    }
     if (!dsink_busy(d)) {
         memset(&mh, 0, sizeof(mh));
         mh.msg_iov = iov;
@@ -503,8 +808,14 @@ static void finish(sse_dstream_t *d, sse_end_t why)
 
     if (d->closed)
         return;
+    /* Its queued send goes first (and may tell that the peer is gone). */
+    if (d->q_len)
+        loop_flush(loop);
     d->closed = 1;
     st = &d->st;
+    if (st->end == SSE_END_NONE && d->failed && d->send_err != APR_ENOSPC)
+        st->end = APR_STATUS_IS_ECONNRESET(d->send_err) ? SSE_END_CLIENT_RESET
+                                                       : SSE_END_CLIENT_CLOSED;
     if (st->end == SSE_END_NONE)
         st->end = why;
     if (st->end == SSE_END_NONE)
@@ -600,6 +911,24 @@ static void free_dead(sse_loop_t *loop)
         loop->scratch = NULL;
         loop->scratch_size = 0;
     }
+    if (freed && !loop->all && loop->arena && !loop->arena_pinned) {
+        munmap(loop->arena, loop->arena_size);
+        loop->arena = NULL;
+        loop->arena_size = 0;
+    }
+}
+
+/* finish(), saying why first when the client's pending output was full. */
+static void finish_logged(sse_dstream_t *d, sse_end_t why)
+{
+    if (d->closed)
+        return;
+    if (d->overflow)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->server, APLOGNO(10586)
+                     "detached stream %s: client does not read and its "
+                     "pending output is full (%lu bytes); closing",
+                     d->log_id, (unsigned long)d->pend_max);
+    finish(d, why);
 }
 
 /* Server-side end: "retry:" (spread), then finish (terminating chunk). */
@@ -631,15 +960,29 @@ static void pump(sse_dstream_t *d)
     rc = sse_stream_pump(st);
     d->last_pump = d->loop->now;
     stream_unlend(d);
-    if (rc < 0 || d->overflow) {
-        if (d->overflow)
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->server,
-                         APLOGNO(10586)
-                         "detached stream %s: client does not read and "
-                         "its pending output is full (%lu bytes); closing",
-                         d->log_id, (unsigned long)d->pend_max);
-        finish(d, SSE_END_ERROR);
+    if (rc < 0 || d->overflow)
+        finish_logged(d, SSE_END_ERROR);
+}
+
+/* Streams a send result ended (mark_failed): finish them now that no
+ * stream is being pumped. Before free_dead (the list may name records
+ * that were finished meanwhile; they are skipped). */
+static void finish_failed(sse_loop_t *loop)
+{
+    while (loop->failed) {
+        sse_dstream_t *d = loop->failed;
+        loop->failed = d->fnext;
+        d->fnext = NULL;
+        finish_logged(d, SSE_END_ERROR);
     }
+}
+
+/* The end of a loop phase: what it queued goes out, and what that ended
+ * is finished. */
+static void loop_settle(sse_loop_t *loop)
+{
+    loop_flush(loop);
+    finish_failed(loop);
 }
 
 /* ------------------------------------------------------------ events */
@@ -825,6 +1168,7 @@ static void *loop_main(void *arg)
     int more = 0, hold_ms = -1;
 
     loop->last_tick = loop->now = apr_time_now();
+    loop_ring_init(loop);
     for (;;) {
         int n, i, quit, stopping, have_ready, timeout;
 
@@ -850,6 +1194,7 @@ static void *loop_main(void *arg)
             if (!d->closed)
                 on_io(d, evs[i].events);
         }
+        loop_settle(loop);
         /* SSEDetachedCoalesce: ready streams are served at most once
          * per window. The first wake-up after a quiet spell is served at
          * once; what is raised within the window after a round waits for
@@ -868,6 +1213,7 @@ static void *loop_main(void *arg)
             more = serve_ready(loop, stopping, &served);
             if (served)
                 loop->last_serve = loop->now;
+            loop_settle(loop);
         }
         if (stopping || loop->now - loop->last_tick >= SSE_DETACH_TICK) {
             loop->last_tick = loop->now;
@@ -876,14 +1222,19 @@ static void *loop_main(void *arg)
              * (sse_trim.c; the dispatcher ticks it too, once a second). */
             if (!stopping)
                 sse_trim_tick();
+            loop_settle(loop);
         }
         free_dead(loop);
         if (quit && !more && !loop->all)
             break;
     }
+    loop_ring_exit(loop);
     if (loop->scratch)
         munmap(loop->scratch, loop->scratch_size);
     loop->scratch = NULL;
+    if (loop->arena)
+        munmap(loop->arena, loop->arena_size);
+    loop->arena = NULL;
     return NULL;
 }
 
@@ -1145,6 +1496,7 @@ void sse_detach_child_init(apr_pool_t *pchild, server_rec *s)
     main_server = s;
     nloops_conf = sc->detached_threads > 0 ? sc->detached_threads : 1;
     coalesce_ms_conf = sc->detached_coalesce_ms;
+    uring_conf = sc->detached_uring;
     if (config_may_detach(ap_conftree))
         sse_trim_child_init();
     loops_ready = 0;
