@@ -623,7 +623,7 @@ static int queue_send(sse_dstream_t *d, const struct iovec *iov, int niov,
 static void loop_ring_init(sse_loop_t *loop)
 {
     if (uring_conf)
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main_server, APLOGNO(10596)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main_server, APLOGNO(10598)
                      "detached-stream loop %d: mod_sse was built without "
                      "liburing; sending with sendmsg", loop->index);
 }

@@ -53,6 +53,9 @@ BUILD_DIR = os.environ.get("SSE_BUILD_DIR", REPO)
 # config of every generated httpd (run.py runs the streaming modules once
 # more with detached); a test's own SSEMode in a <Location> still wins.
 SSE_MODE = os.environ.get("SSE_TEST_MODE") or None
+# More server-config lines for every httpd of a run (run.py's sendmsg pass:
+# "SSEDetachedIOUring Off").
+SSE_GLOBAL = os.environ.get("SSE_TEST_GLOBAL", "")
 
 # SSE_APACHE2_PRELOAD=/path/libasan.so.8 starts apache2 with that library
 # preloaded (only apache2, not the test's own tools): the asan-httpd stage
@@ -284,6 +287,7 @@ class Httpd:
             ssemodule=('LoadModule sse_module "%s"\nLogLevel warn sse:debug'
                        % self.module + ("\nSSEMode %s" % SSE_MODE
                                         if SSE_MODE else "")
+                       + ("\n" + SSE_GLOBAL if SSE_GLOBAL else "")
                        if self.module
                        else "# (mod_sse not loaded)\nLogLevel warn"),
             mpmconf=MPM_CONF[self.mpm].format(threads=self.threads,

@@ -9,8 +9,10 @@ or error. A missing apache2, module or sse-pub fails the run (CI must never
 "pass" integration tests that did not run). Env: SSE_MODULE, SSE_PUB
 override the built paths; SSE_KEEP_TMP=1 keeps temp dirs; SSE_SHOW_LOG=1
 prints every test's error log. A full run (no test names, no -k) runs
-the streaming modules (DETACHED_RERUN) a second time with SSEMode detached;
-SSE_TEST_MODE=threaded|detached|auto runs everything in that mode, once."""
+the streaming modules (DETACHED_RERUN) a second time with SSEMode detached
+and the write paths (SENDMSG_RERUN) a third time with SSEDetachedIOUring
+Off; SSE_TEST_MODE=threaded|detached|auto runs everything in that mode,
+once (SSE_TEST_GLOBAL adds server-config lines)."""
 
 import argparse
 import os
@@ -26,6 +28,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DETACHED_RERUN = ["test_stream", "test_resume", "test_liveness",
                   "test_restart", "test_disconnect", "test_channels",
                   "test_storm"]
+# Detached streams send through io_uring where the kernel allows it; these
+# run a third time with `SSEDetachedIOUring Off`, the sendmsg path that a
+# kernel without io_uring gets (partial writes, pending, slow clients,
+# resets, restarts).
+SENDMSG_RERUN = ["test_stream", "test_liveness", "test_restart",
+                 "test_storm"]
 
 
 class LineResult(unittest.TextTestResult):
@@ -137,6 +145,11 @@ def main():
         harness.SSE_MODE = "detached"
         LineResult.prefix = "[detached] "
         results.append(runner.run(build_suite(HERE, DETACHED_RERUN, None)))
+        print("--- again with SSEMode detached, SSEDetachedIOUring Off: "
+              + " ".join(SENDMSG_RERUN))
+        harness.SSE_GLOBAL = "SSEDetachedIOUring Off"
+        LineResult.prefix = "[sendmsg] "
+        results.append(runner.run(build_suite(HERE, SENDMSG_RERUN, None)))
     passed = failed = skipped = 0
     ok = True
     for result in results:

@@ -21,7 +21,11 @@ test_channels a second time with SSE_TEST_MODE=detached, see run.py):
     does): exact bytes, resume, server-side end; a client's half-close
     (FIN) ends the stream;
   - SSEDetachedCoalesce: events raised within the window after a round
-    go out together, in one chunk."""
+    go out together, in one chunk;
+  - SSEDetachedIOUring: where the kernel allows io_uring the loop's writes
+    go through its ring (the ring's SQ tail counts them); Off, or a kernel
+    that refuses io_uring, sends with sendmsg and says so. (run.py runs
+    the write-path modules a third time with it Off.)"""
 
 import os
 import re
@@ -312,6 +316,68 @@ class DetachedTest(HttpdTestCase):
         self.assertEqual(c.chunks[n0:], [b"".join(
             ("id: %s\ndata: w%d\n\n" % (eid, i)).encode()
             for i, eid in enumerate(ids))])
+
+    # -- io_uring sends
+
+    @staticmethod
+    def ring_sq_tail(pid):
+        """SqTail of the child's io_uring instance, None if it has none."""
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) \
+                        != "anon_inode:[io_uring]":
+                    continue
+                with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                    m = re.search(r"^SqTail:\s*(\d+)", f.read(), re.M)
+            except OSError:
+                continue
+            return int(m.group(1)) if m else -1
+        return None
+
+    @staticmethod
+    def kernel_allows_io_uring():
+        # 0 (or no such sysctl, before 6.6): everyone; 1: only members of
+        # kernel.io_uring_group (never www-data here); 2: nobody
+        try:
+            with open("/proc/sys/kernel/io_uring_disabled") as f:
+                return f.read().strip() == "0"
+        except OSError:
+            return True
+
+    def test_writes_go_through_io_uring_where_the_kernel_allows_it(self):
+        h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0"))
+        c = self.stream("/events?channel=a")
+        self.wait_gauge(1)
+        (pid,) = h.child_pids()
+        before = self.ring_sq_tail(pid)
+        ids = []
+        for i in range(10):  # one at a time: one loop round each
+            ids.append(self.pub.publish("a", "u%d" % i))
+            c.read_events(i + 1)
+        self.assertEqual([e.id for e in c.events], ids)
+        log = h.error_log()
+        if not self.kernel_allows_io_uring():
+            self.assertIsNone(before)
+            # says it uses sendmsg, and why (10598: built without liburing)
+            self.assertRegex(log, "AH1059[68]")
+            return
+        self.assertNotIn("AH10598", log, "mod_sse was built without liburing "
+                         "(apt-get install liburing-dev; configure again)")
+        self.assertIn("sends through io_uring", log)
+        self.assertIsNotNone(before, "no io_uring instance in the child")
+        self.assertGreaterEqual(self.ring_sq_tail(pid) - before, 10)
+
+    def test_io_uring_off_sends_with_sendmsg(self):
+        h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0")
+                             + "SSEDetachedIOUring Off\n")
+        c = self.stream("/events?channel=a")
+        self.wait_gauge(1)
+        ids = [self.pub.publish("a", "s%d" % i) for i in range(10)]
+        c.read_events(10)
+        self.assertEqual([e.id for e in c.events], ids)
+        (pid,) = h.child_pids()
+        self.assertIsNone(self.ring_sq_tail(pid))
+        self.assertNotIn("sends through io_uring", h.error_log())
 
     # -- client going away
 
