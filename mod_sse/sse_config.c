@@ -454,11 +454,11 @@ const char *sse_cmd_detached_threads(cmd_parms *cmd, void *dc,
 
 /* SSEDetachedCoalesce MS
  * Context: server config (global).
- * Default: 0 (off); 0..1000. A detached loop serves its woken streams at
- * most once per MS: events raised within MS of its last round wait for the
- * window's end, so each stream gets them in one write: fewer system calls
- * and TCP segments per event (less CPU) for up to MS more latency. After a
- * quiet spell the first event goes out at once. */
+ * Default: 0 (off); 0..1000. After a quiet spell (no round for MS) a
+ * detached loop writes at once; otherwise what is raised waits until MS
+ * after the loop first saw it, with whatever else is raised meanwhile, so
+ * each stream gets those events in one write: fewer system calls and TCP
+ * segments per event (less CPU) for up to MS more latency. */
 const char *sse_cmd_detached_coalesce(cmd_parms *cmd, void *dc,
                                       const char *arg)
 {

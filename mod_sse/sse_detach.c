@@ -20,6 +20,21 @@
  * kernel TCP send (on loopback including the receiver's softirq), a fixed
  * cost per segment, so fewer segments is what saves CPU.
  *
+ * io_uring (SSEDetachedIOUring, default on where built with liburing and
+ * allowed by the kernel): instead of one sendmsg per stream, a write is
+ * copied into the loop's arena and queued as an IORING_OP_SEND with
+ * MSG_DONTWAIT; at the end of each loop phase (epoll events, ready batch,
+ * tick: loop_settle) one io_uring_enter submits them all. Non-blocking
+ * sends complete inside that call, so each result is applied at once, as
+ * sendmsg's would be: short or EAGAIN -> the rest to pending, an error ->
+ * the stream is marked and finished after the flush (never from inside
+ * it: a flush can run in the middle of another stream's pump). A stream
+ * has at most one queued send (a later pass grows it while it is the
+ * newest, else the ring is flushed first) and a stream's queued send is
+ * flushed before anything else is written to or done with its socket
+ * (finish), so bytes stay in order. This saves the per-stream system
+ * call and socket lookup, ~20 % of a loop's CPU at 1000 streams.
+ *
  * Memory per stream: one malloc'd record (sse_dstream_t) holding the
  * stream's sse_stream_t itself (a few hundred bytes: the bus filter is
  * compact, its names live in the same allocation, after the waiter), the
@@ -183,6 +198,8 @@ struct sse_loop {
     apr_time_t now;              /* this round's clock (one read per round) */
     apr_interval_time_t coalesce; /* SSEDetachedCoalesce */
     apr_time_t last_serve;       /* when ready streams were last served */
+    apr_time_t ready_since;      /* when the loop first saw the ready list
+                                    non-empty since it last served it */
 
     /* io_uring sends (loop thread only): while uring is set, a stream's
      * write is copied into the arena and queued in the ring; loop_flush()
@@ -1161,20 +1178,43 @@ static void tick(sse_loop_t *loop, apr_time_t now, int stopping)
     }
 }
 
+/* epoll_wait with a microsecond timeout (epoll_pwait2, Linux 5.11 and
+ * glibc 2.35; else rounded up to milliseconds): a coalescing window of a
+ * few ms must not grow by a rounding millisecond. */
+static int loop_wait(sse_loop_t *loop, struct epoll_event *evs,
+                     apr_interval_time_t us)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
+    static int no_pwait2; /* ENOSYS once: every loop falls back */
+    if (!__atomic_load_n(&no_pwait2, __ATOMIC_RELAXED)) {
+        struct timespec ts;
+        int n;
+        ts.tv_sec = (time_t)(us / APR_USEC_PER_SEC);
+        ts.tv_nsec = (long)(us % APR_USEC_PER_SEC) * 1000;
+        n = epoll_pwait2(loop->epfd, evs, SSE_DETACH_MAX_EVENTS, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        __atomic_store_n(&no_pwait2, 1, __ATOMIC_RELAXED);
+    }
+#endif
+    return epoll_wait(loop->epfd, evs, SSE_DETACH_MAX_EVENTS,
+                      (int)((us + 999) / 1000));
+}
+
 static void *loop_main(void *arg)
 {
     sse_loop_t *loop = arg;
     struct epoll_event evs[SSE_DETACH_MAX_EVENTS];
-    int more = 0, hold_ms = -1;
+    int more = 0;
+    apr_interval_time_t hold = -1;
 
     loop->last_tick = loop->now = apr_time_now();
     loop_ring_init(loop);
     for (;;) {
-        int n, i, quit, stopping, have_ready, timeout;
+        int n, i, quit, stopping, have_ready;
 
-        timeout = more ? 0 : hold_ms >= 0 ? hold_ms
-                                : (int)apr_time_as_msec(SSE_DETACH_TICK);
-        n = epoll_wait(loop->epfd, evs, SSE_DETACH_MAX_EVENTS, timeout);
+        n = loop_wait(loop, evs, more ? 0 : hold >= 0 ? hold
+                                                      : SSE_DETACH_TICK);
         if (n < 0)
             n = 0; /* EINTR */
         pthread_mutex_lock(&loop->mu);
@@ -1195,24 +1235,30 @@ static void *loop_main(void *arg)
                 on_io(d, evs[i].events);
         }
         loop_settle(loop);
-        /* SSEDetachedCoalesce: ready streams are served at most once
-         * per window. The first wake-up after a quiet spell is served at
-         * once; what is raised within the window after a round waits for
-         * the window's end and then goes out in one write per stream.
-         * The dispatcher does not write the eventfd again meanwhile (the
-         * list is not empty), so the loop sleeps until then. */
-        hold_ms = -1;
+        /* SSEDetachedCoalesce W: after a quiet spell (no round for W)
+         * ready streams are served at once; otherwise what is raised waits
+         * until W after the loop first saw it, gathering what else is
+         * raised meanwhile, and then goes out in one write per stream. No
+         * event waits longer than W for company, and a steady flow of
+         * events closer than W goes out in batches (at 200 events/s and
+         * W = 6 ms: two per write). The dispatcher does not write the
+         * eventfd again meanwhile (the list is not empty), so the loop
+         * sleeps until then. */
+        if (have_ready && !loop->ready_since)
+            loop->ready_since = loop->now;
+        hold = -1;
         if (have_ready && loop->coalesce > 0 && !stopping && !more
-            && loop->now - loop->last_serve < loop->coalesce) {
-            apr_interval_time_t left = loop->last_serve + loop->coalesce
-                                       - loop->now;
-            hold_ms = (int)((left + 999) / 1000);
+            && loop->now - loop->last_serve < loop->coalesce
+            && loop->now - loop->ready_since < loop->coalesce) {
+            hold = loop->ready_since + loop->coalesce - loop->now;
         }
         else {
             unsigned served;
             more = serve_ready(loop, stopping, &served);
             if (served)
                 loop->last_serve = loop->now;
+            if (!more)
+                loop->ready_since = 0;
             loop_settle(loop);
         }
         if (stopping || loop->now - loop->last_tick >= SSE_DETACH_TICK) {

@@ -317,6 +317,38 @@ class DetachedTest(HttpdTestCase):
             ("id: %s\ndata: w%d\n\n" % (eid, i)).encode()
             for i, eid in enumerate(ids))])
 
+    def test_coalesce_holds_an_event_at_most_the_window_from_when_seen(self):
+        # W = 1000 ms. B at +0.3 s waits until +1.3 s, and C (+0.7 s) and
+        # D (+1.1 s) join it: one chunk. ("At most once per window" would
+        # have sent B and C at +1.0 s and D a window later.) After a quiet
+        # spell longer than W an event goes out at once.
+        self.start_httpd(loc(self.bus_path, SSERetry="0", SSEHeartbeat="0")
+                         + "SSEDetachedCoalesce 1000\n")
+        c = self.client("/events?channel=a").open()
+        self.wait_gauge(1)
+        time.sleep(1.1)
+        t0 = time.monotonic()
+        self.pub.publish("a", "A")
+        c.read_events(1)
+        self.assertLess(time.monotonic() - t0, 0.5, "quiet-spell event held")
+        n0 = len(c.chunks)
+        ids = []
+        for at, data in ((0.3, "B"), (0.7, "C"), (1.1, "D")):
+            time.sleep(max(0, t0 + at - time.monotonic()))
+            ids.append(self.pub.publish("a", data))
+        if time.monotonic() - t0 > 1.25:
+            self.skipTest("publishing took too long to stay in one window")
+        c.read_events(4, timeout=10)
+        self.assertEqual(c.chunks[n0:], [b"".join(
+            ("id: %s\ndata: %s\n\n" % (eid, d)).encode()
+            for eid, d in zip(ids, "BCD"))])
+        # sparser than the window: never held
+        time.sleep(1.1)
+        t1 = time.monotonic()
+        self.pub.publish("a", "E")
+        c.read_events(5)
+        self.assertLess(time.monotonic() - t1, 0.5, "sparse event held")
+
     # -- io_uring sends
 
     @staticmethod
