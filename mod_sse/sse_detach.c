@@ -832,7 +832,8 @@ static void finish(sse_dstream_t *d, sse_end_t why)
     st = &d->st;
     if (st->end == SSE_END_NONE && d->failed && d->send_err != APR_ENOSPC)
         st->end = APR_STATUS_IS_ECONNRESET(d->send_err) ? SSE_END_CLIENT_RESET
-                                                       : SSE_END_CLIENT_CLOSED;
+                  : d->send_err == APR_EGENERAL ? SSE_END_ERROR /* no result */
+                  : SSE_END_CLIENT_CLOSED;
     if (st->end == SSE_END_NONE)
         st->end = why;
     if (st->end == SSE_END_NONE)
