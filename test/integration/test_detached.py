@@ -399,6 +399,35 @@ class DetachedTest(HttpdTestCase):
         self.assertIsNotNone(before, "no io_uring instance in the child")
         self.assertGreaterEqual(self.ring_sq_tail(pid) - before, 10)
 
+    def test_kernel_refusing_io_uring_falls_back_to_sendmsg(self):
+        # A real refusal: kernel.io_uring_disabled = 2 makes io_uring_setup
+        # fail with EPERM for everyone (restored afterwards, whatever
+        # happens).
+        knob = "/proc/sys/kernel/io_uring_disabled"
+        if not os.access(knob, os.W_OK):
+            self.skipTest("%s is not writable (not root?): cannot make the "
+                          "kernel refuse io_uring" % knob)
+        with open(knob) as f:
+            old = f.read().strip()
+        try:
+            with open(knob, "w") as f:
+                f.write("2")
+            h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0"))
+            c = self.stream("/events?channel=a")
+            self.wait_gauge(1)
+            ids = [self.pub.publish("a", "k%d" % i) for i in range(10)]
+            c.read_events(10)
+            self.assertEqual([e.id for e in c.events], ids)
+            (pid,) = h.child_pids()
+            self.assertIsNone(self.ring_sq_tail(pid))
+            notices = [l for l in h.error_log().splitlines()
+                       if "AH10596" in l]
+            self.assertEqual(len(notices), 1, h.error_log())
+            self.assertIn("sending with sendmsg", notices[0])
+        finally:
+            with open(knob, "w") as f:
+                f.write(old)
+
     def test_io_uring_off_sends_with_sendmsg(self):
         h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0")
                              + "SSEDetachedIOUring Off\n")
