@@ -77,7 +77,8 @@ static struct {
     const char *path; int port, conns, slow, duration, connect_timeout;
     int64_t expect; int first_seq_known; int rcvbuf; const char *ready_file;
     const char *hist_file; int quiet; int connect_batch; int src_addrs;
-} opt = {"/", 0, 1, 0, 10, 30, -1, 1, 0, NULL, NULL, 0, 200, 0};
+    int delayed_ack;
+} opt = {"/", 0, 1, 0, 10, 30, -1, 1, 0, NULL, NULL, 0, 200, 0, 0};
 
 static uint64_t hist_fine[H_FINE], hist_coarse[H_COARSE + 1];
 static uint64_t lat_n, lat_neg; static int64_t lat_max_ns;
@@ -98,6 +99,7 @@ static void usage(void)
         "                [--slow K] [--expect N] [--rcvbuf BYTES]\n"
         "                [--ready-file F] [--hist-file F] [--connect-timeout S]\n"
         "                [--src-addrs K]   (bind to 127.0.0.2..127.0.0.K+1, K <= 200)\n"
+        "                [--delayed-ack]   (TCP_QUICKACK 0 after every read)\n"
         "Opens N SSE streams to 127.0.0.1:P, reads until --duration seconds\n"
         "after all are open (or until every stream has --expect events),\n"
         "then prints one JSON line. Data must be 'seq=<n> ts=<ns> ...'.\n");
@@ -330,6 +332,13 @@ static void on_readable(conn_t *c)
             return;
         }
         if (r == 0) { c->eof = 1; conn_close(c, 0); return; }
+        if (opt.delayed_ack) {
+            /* stay in delayed-ACK mode (Linux leaves it whenever a delayed
+             * ACK times out): ACK about every second segment, not every
+             * read of a small pushed one */
+            int zero = 0;
+            setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero);
+        }
         int64_t now = now_ns(CLOCK_REALTIME);
         const char *p = rbuf; size_t n = (size_t)r;
         if (c->state == ST_HEADERS) {
@@ -419,6 +428,7 @@ int main(int argc, char **argv)
         else if (ARG("--hist-file")) opt.hist_file = v;
         else if (ARG("--src-addrs")) opt.src_addrs = atoi(v);
         else if (strcmp(a, "--quiet") == 0) opt.quiet = 1;
+        else if (strcmp(a, "--delayed-ack") == 0) opt.delayed_ack = 1;
         else usage();
 #undef ARG
     }
