@@ -412,14 +412,7 @@ class DetachedTest(HttpdTestCase):
         try:
             with open(knob, "w") as f:
                 f.write("2")
-            h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0"))
-            c = self.stream("/events?channel=a")
-            self.wait_gauge(1)
-            ids = [self.pub.publish("a", "k%d" % i) for i in range(10)]
-            c.read_events(10)
-            self.assertEqual([e.id for e in c.events], ids)
-            (pid,) = h.child_pids()
-            self.assertIsNone(self.ring_sq_tail(pid))
+            h = self.stream_ten_events_without_a_ring("")
             notices = [l for l in h.error_log().splitlines()
                        if "AH10596" in l]
             self.assertEqual(len(notices), 1, h.error_log())
@@ -428,9 +421,11 @@ class DetachedTest(HttpdTestCase):
             with open(knob, "w") as f:
                 f.write(old)
 
-    def test_io_uring_off_sends_with_sendmsg(self):
+    def stream_ten_events_without_a_ring(self, server_conf):
+        """Start httpd (+ server_conf), stream 10 events in order to one
+        detached client and check that its child has no io_uring."""
         h = self.start_httpd(loc(self.bus_path, SSEHeartbeat="0")
-                             + "SSEDetachedIOUring Off\n")
+                             + server_conf)
         c = self.stream("/events?channel=a")
         self.wait_gauge(1)
         ids = [self.pub.publish("a", "s%d" % i) for i in range(10)]
@@ -438,6 +433,10 @@ class DetachedTest(HttpdTestCase):
         self.assertEqual([e.id for e in c.events], ids)
         (pid,) = h.child_pids()
         self.assertIsNone(self.ring_sq_tail(pid))
+        return h
+
+    def test_io_uring_off_sends_with_sendmsg(self):
+        h = self.stream_ten_events_without_a_ring("SSEDetachedIOUring Off\n")
         self.assertNotIn("sends through io_uring", h.error_log())
 
     # -- client going away
