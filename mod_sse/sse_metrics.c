@@ -106,26 +106,43 @@ static void histogram(request_rec *r, const sse_stats_t *sum)
     }
 }
 
+/* The configured buses (*paths, *n of them) and each one's label set,
+ * {bus="PATH"}, in the same order; NULL when there are none. */
+static const char **bus_labels(request_rec *r,
+                               const apr_array_header_t **paths, int *n)
+{
+    const char **lab;
+    int i;
+
+    *paths = sse_stats_bus_paths();
+    *n = *paths ? (*paths)->nelts : 0;
+    if (*n == 0)
+        return NULL;
+    lab = apr_pcalloc(r->pool, sizeof(*lab) * *n);
+    for (i = 0; i < *n; i++)
+        lab[i] = apr_psprintf(r->pool, "{bus=\"%s\"}",
+                              label_escape(r->pool,
+                                           APR_ARRAY_IDX(*paths, i,
+                                                         const char *)));
+    return lab;
+}
+
 /* Bus header figures, one series per configured SSEBus. */
 static void bus_families(request_rec *r)
 {
-    const apr_array_header_t *paths = sse_stats_bus_paths();
-    int n = paths ? paths->nelts : 0, i;
+    const apr_array_header_t *paths;
+    int n, i;
     sse_bus_info_t *info;
     int *ok;
-    const char **lab;
+    const char **lab = bus_labels(r, &paths, &n);
 
     if (n == 0)
         return;
     info = apr_pcalloc(r->pool, sizeof(*info) * n);
     ok = apr_pcalloc(r->pool, sizeof(*ok) * n);
-    lab = apr_pcalloc(r->pool, sizeof(*lab) * n);
-    for (i = 0; i < n; i++) {
-        const char *path = APR_ARRAY_IDX(paths, i, const char *);
-        ok[i] = sse_stats_bus_info(path, &info[i], NULL) == SSE_BUS_OK;
-        lab[i] = apr_psprintf(r->pool, "{bus=\"%s\"}",
-                              label_escape(r->pool, path));
-    }
+    for (i = 0; i < n; i++)
+        ok[i] = sse_stats_bus_info(APR_ARRAY_IDX(paths, i, const char *),
+                                   &info[i], NULL) == SSE_BUS_OK;
 
     family(r, "sse_bus_up", "gauge",
            "1 if the bus file could be opened and read, 0 if not (streams "
@@ -163,23 +180,21 @@ static void bus_families(request_rec *r)
  * counters may. */
 static void relay_families(request_rec *r)
 {
-    const apr_array_header_t *paths = sse_stats_bus_paths();
-    int n = paths ? paths->nelts : 0, i, any = 0;
+    const apr_array_header_t *paths;
+    int n, i, any = 0;
     sse_bus_relay_status_t *st;
     int *ok;
-    const char **lab;
+    const char **lab = bus_labels(r, &paths, &n);
 
     if (n == 0)
         return;
     st = apr_pcalloc(r->pool, sizeof(*st) * n);
     ok = apr_pcalloc(r->pool, sizeof(*ok) * n);
-    lab = apr_pcalloc(r->pool, sizeof(*lab) * n);
     for (i = 0; i < n; i++) {
-        const char *path = APR_ARRAY_IDX(paths, i, const char *);
-        ok[i] = sse_bus_relay_status_read(path, &st[i], NULL) == SSE_BUS_OK;
+        ok[i] = sse_bus_relay_status_read(APR_ARRAY_IDX(paths, i,
+                                                        const char *),
+                                          &st[i], NULL) == SSE_BUS_OK;
         any |= ok[i];
-        lab[i] = apr_psprintf(r->pool, "{bus=\"%s\"}",
-                              label_escape(r->pool, path));
     }
     if (!any)
         return;
